@@ -1,0 +1,115 @@
+//! The crate's error type.
+
+use std::fmt;
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong.
+///
+/// ```
+/// use redis_lock::Error;
+///
+/// assert_eq!(Error::NotObtained.to_string(), "lock not obtained");
+/// assert_eq!(Error::UnlockFailed.to_string(), "lock unlock failed");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock is held by someone else (after all retries): returned by
+    /// [`Locker::obtain`](crate::Locker::obtain) and the `guard` methods.
+    /// The seed's `ErrLockNotObtained`.
+    NotObtained,
+    /// `unlock()` found the lock no longer ours (expired, deleted or taken by
+    /// someone else), or we held none; nothing was changed on the server.
+    /// The seed's `ErrLockUnlockFailed`.
+    UnlockFailed,
+    /// A cancellation handle ended the wait
+    /// ([`Locker::lock_with_context`](crate::Locker::lock_with_context)).
+    Cancelled,
+    /// The server does not know the `LOCK.*` commands: the module is not loaded.
+    ModuleNotLoaded {
+        /// The server's reply, for example
+        /// `unknown command 'LOCK.ACQUIRE', with args beginning with: …`.
+        reply: String,
+    },
+    /// An error from Redis or the connection (I/O, timeouts, bad replies,
+    /// server errors such as bad arguments).
+    Redis(redis::RedisError),
+}
+
+impl Error {
+    /// Whether this error is a connection or I/O failure (including timeouts),
+    /// after which the lock's state on the server is unknown.
+    pub fn is_io_error(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotObtained => f.write_str("lock not obtained"),
+            Error::UnlockFailed => f.write_str("lock unlock failed"),
+            Error::Cancelled => f.write_str("lock attempt cancelled"),
+            Error::ModuleNotLoaded { reply } => write!(
+                f,
+                "the lock module is not loaded on this Redis server (it answered: {reply}); \
+                 load it with `loadmodule /path/to/liblock.so` in redis.conf, \
+                 or at run time with `MODULE LOAD /path/to/liblock.so`"
+            ),
+            Error::Redis(e) => write!(f, "redis error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Redis(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    /// Wraps a Redis error, recognising "unknown command 'LOCK.…'" as
+    /// [`Error::ModuleNotLoaded`].
+    fn from(e: redis::RedisError) -> Self {
+        if is_unknown_lock_command(&e) {
+            let detail = e.detail().unwrap_or_default();
+            return Error::ModuleNotLoaded {
+                reply: format!("{} {detail}", e.code().unwrap_or("ERR")),
+            };
+        }
+        Error::Redis(e)
+    }
+}
+
+fn is_unknown_lock_command(e: &redis::RedisError) -> bool {
+    let Some(detail) = e.detail() else {
+        return false;
+    };
+    let detail = detail.to_ascii_lowercase();
+    detail.contains("unknown command") && detail.contains("lock.")
+}
+
+/// Whether a server error answered to `LOCK.ACQUIRE … WAIT n` says that the
+/// server does not know the `WAIT` option (a server from before server-side
+/// waiting). Connection errors and "unknown command" are not.
+pub(crate) fn is_wait_unsupported(e: &redis::RedisError) -> bool {
+    if e.code().is_none() || is_unknown_lock_command(e) {
+        return false;
+    }
+    let detail = e.detail().unwrap_or_default().to_ascii_lowercase();
+    detail.contains("wait")
+        || detail.contains("unknown option")
+        || detail.contains("syntax")
+        || detail.contains("wrong number of arguments")
+}
+
+/// Whether the server answered (with an error reply), so that the command
+/// certainly had no effect.
+pub(crate) fn is_server_reply(e: &redis::RedisError) -> bool {
+    e.code().is_some()
+}

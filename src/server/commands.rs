@@ -1,0 +1,187 @@
+//! The `LOCK.*` command handlers: read the key, let [`crate::logic`]
+//! decide, apply the decision, replicate it as plain commands, reply.
+
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use redis_module::raw;
+
+use super::api::{self, Ctx, RStr};
+use super::config::limits;
+use super::key::{Key, Kind};
+use super::stats;
+use crate::logic::args::{parse_acquire, parse_token_only, ArgError};
+use crate::logic::decide::{self, could_hold, Standing};
+use crate::logic::fence::next_fence;
+use crate::logic::value::{encode_into, encoded_len};
+
+/// The last fence this server issued (main thread only).
+static LAST_FENCE: AtomicU64 = AtomicU64::new(0);
+
+const WRONGTYPE: &std::ffi::CStr = c"WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// The key holds a type other than a string.
+struct WrongType;
+
+/// Where `token` stands on the open key. Reads the value only when its
+/// length fits a lock of this token.
+fn standing_of(key: &Key, token: &[u8]) -> Result<Standing, WrongType> {
+    match key.kind() {
+        Kind::Empty => Ok(Standing::Free),
+        Kind::String if could_hold(key.value_len(), token.len()) => {
+            Ok(decide::standing(Some(key.value()), token))
+        }
+        Kind::String => Ok(Standing::Other),
+        Kind::Other => Err(WrongType),
+    }
+}
+
+fn arg_error(ctx: Ctx, e: ArgError) -> c_int {
+    stats::ERRORS.incr();
+    match e {
+        ArgError::Arity => api::wrong_arity(ctx),
+        e => api::reply_error(ctx, &e.to_string()),
+    }
+}
+
+fn wrong_type(ctx: Ctx) -> c_int {
+    stats::ERRORS.incr();
+    api::reply_error_static(ctx, WRONGTYPE)
+}
+
+/// Makes `token` the holder of the open (free) key with a new fence, for
+/// `ttl_ms` from now; replicates `SET key value PXAT`. Returns the fence.
+pub fn grant(
+    ctx: Ctx,
+    key: &mut Key,
+    name: RStr,
+    token: &[u8],
+    ttl_ms: u64,
+    previous: Option<u64>,
+) -> Option<u64> {
+    let now = api::now_us();
+    let fence = next_fence(previous, LAST_FENCE.load(Relaxed), now);
+    let abs_ms = expiry_at(now, ttl_ms);
+    if !key.set_value(encoded_len(token.len()), |buf| encode_into(buf, fence, token))
+        || !key.set_abs_expire(abs_ms)
+    {
+        return None;
+    }
+    LAST_FENCE.store(fence, Relaxed);
+    api::replicate_set(ctx, name, key.value(), abs_ms);
+    api::signal_modified(ctx, name);
+    api::notify(ctx, raw::REDISMODULE_NOTIFY_STRING as c_int, c"set", name);
+    api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire", name);
+    Some(fence)
+}
+
+/// Absolute expiry in Unix ms for a lock taken at `now_us` for `ttl_ms`.
+fn expiry_at(now_us: u64, ttl_ms: u64) -> i64 {
+    let ms = (now_us / 1000).saturating_add(ttl_ms);
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn reply_fence(ctx: Ctx, fence: u64) -> c_int {
+    api::reply_i64(ctx, i64::try_from(fence).unwrap_or(i64::MAX))
+}
+
+/// `LOCK.ACQUIRE key token milliseconds [WAIT timeout-ms]`
+pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    let args = api::argv(argv, argc);
+    let [_, name, rest @ ..] = args else {
+        return arg_error(ctx, ArgError::Arity);
+    };
+    let req = match parse_acquire(rest.iter().map(|s| api::bytes(*s)), &limits()) {
+        Ok(req) => req,
+        Err(e) => return arg_error(ctx, e),
+    };
+    if req.wait_ms.is_some() {
+        stats::ERRORS.incr();
+        return api::reply_error_static(ctx, c"ERR WAIT is not supported by this version");
+    }
+    let mut key = Key::write(ctx, *name);
+    let standing = match standing_of(&key, req.token) {
+        Ok(s) => s,
+        Err(WrongType) => return wrong_type(ctx),
+    };
+    match decide::acquire(standing, false) {
+        decide::Acquire::Grant => match grant(ctx, &mut key, *name, req.token, req.ttl_ms, None) {
+            Some(fence) => {
+                stats::ACQUIRED.incr();
+                reply_fence(ctx, fence)
+            }
+            None => {
+                stats::ERRORS.incr();
+                api::reply_error_static(ctx, c"ERR the lock could not be written")
+            }
+        },
+        decide::Acquire::Renew { fence } => {
+            let abs_ms = expiry_at(api::now_us(), req.ttl_ms);
+            if !key.set_abs_expire(abs_ms) {
+                stats::ERRORS.incr();
+                return api::reply_error_static(ctx, c"ERR the lock could not be renewed");
+            }
+            api::replicate_pexpireat(ctx, *name, abs_ms);
+            api::signal_modified(ctx, *name);
+            api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire", *name);
+            stats::RENEWED.incr();
+            reply_fence(ctx, fence)
+        }
+        decide::Acquire::Refuse => {
+            stats::REFUSED.incr();
+            api::reply_null(ctx)
+        }
+    }
+}
+
+/// `LOCK.RELEASE key token`
+pub extern "C" fn release(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    let args = api::argv(argv, argc);
+    let [_, name, rest @ ..] = args else {
+        return arg_error(ctx, ArgError::Arity);
+    };
+    let token = match parse_token_only(rest.iter().map(|s| api::bytes(*s)), &limits()) {
+        Ok(t) => t,
+        Err(e) => return arg_error(ctx, e),
+    };
+    let mut key = Key::write(ctx, *name);
+    match standing_of(&key, token) {
+        Err(WrongType) => wrong_type(ctx),
+        Ok(Standing::Holds { .. }) if key.delete() => {
+            api::replicate_del(ctx, *name);
+            api::signal_modified(ctx, *name);
+            api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"del", *name);
+            stats::RELEASED.incr();
+            api::reply_i64(ctx, 1)
+        }
+        Ok(_) => {
+            stats::RELEASE_MISSED.incr();
+            api::reply_i64(ctx, 0)
+        }
+    }
+}
+
+/// `LOCK.CHECK key token`
+pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    let args = api::argv(argv, argc);
+    let [_, name, rest @ ..] = args else {
+        return arg_error(ctx, ArgError::Arity);
+    };
+    let token = match parse_token_only(rest.iter().map(|s| api::bytes(*s)), &limits()) {
+        Ok(t) => t,
+        Err(e) => return arg_error(ctx, e),
+    };
+    stats::CHECKS.incr();
+    let key = Key::read(ctx, *name);
+    match standing_of(&key, token) {
+        Err(WrongType) => wrong_type(ctx),
+        Ok(Standing::Holds { .. }) => {
+            let remaining = match key.abs_expire() {
+                None => -1,
+                Some(at) => at.saturating_sub((api::now_us() / 1000) as i64).max(1),
+            };
+            api::reply_i64(ctx, remaining)
+        }
+        Ok(_) => api::reply_i64(ctx, 0),
+    }
+}

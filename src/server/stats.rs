@@ -1,0 +1,65 @@
+//! Counters for the `lock_stats` INFO section.
+//!
+//! Commands run on Redis's main thread only, so a relaxed load and store
+//! (no locked read-modify-write) is enough; INFO reads them on that thread.
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use redis_module::raw;
+
+use super::api::call;
+
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+
+    #[inline]
+    pub fn incr(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Fresh acquisitions (the caller became the holder).
+pub static ACQUIRED: Counter = Counter::new();
+/// Renewals of a lock already held by the caller's token.
+pub static RENEWED: Counter = Counter::new();
+/// Acquisitions refused because someone else held the lock.
+pub static REFUSED: Counter = Counter::new();
+/// Releases that freed the caller's lock.
+pub static RELEASED: Counter = Counter::new();
+/// Releases that changed nothing (not the caller's lock).
+pub static RELEASE_MISSED: Counter = Counter::new();
+/// LOCK.CHECK calls.
+pub static CHECKS: Counter = Counter::new();
+/// Calls answered with an error (bad arguments, wrong type).
+pub static ERRORS: Counter = Counter::new();
+
+const FIELDS: [(&CStr, &Counter); 7] = [
+    (c"acquired", &ACQUIRED),
+    (c"renewed", &RENEWED),
+    (c"refused", &REFUSED),
+    (c"released", &RELEASED),
+    (c"release_missed", &RELEASE_MISSED),
+    (c"checks", &CHECKS),
+    (c"errors", &ERRORS),
+];
+
+/// The INFO callback: adds the `lock_stats` section.
+pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::ffi::c_int) {
+    call!(RedisModule_InfoAddSection(ctx, c"stats".as_ptr()));
+    for (name, counter) in FIELDS {
+        call!(RedisModule_InfoAddFieldULongLong(
+            ctx,
+            name.as_ptr(),
+            counter.get()
+        ));
+    }
+}

@@ -15,13 +15,13 @@ use redis_module::{raw, Context, RedisString, Status};
 
 use server::api::{self, call};
 use server::config::{
-    DEFAULT_MAX_TOKEN_LENGTH, DEFAULT_MAX_TTL, MAX_MAX_TOKEN_LENGTH, MAX_MAX_TTL, MAX_TOKEN_LENGTH,
-    MAX_TTL,
+    DEFAULT_MAX_TOKEN_LENGTH, DEFAULT_MAX_TTL, DEFAULT_MAX_WAITERS, MAX_MAX_TOKEN_LENGTH,
+    MAX_MAX_TTL, MAX_MAX_WAITERS, MAX_TOKEN_LENGTH, MAX_TTL, MAX_WAITERS,
 };
 use server::register::{register, Command};
-use server::{commands, stats};
+use server::{commands, stats, waiters};
 
-fn commands() -> [Command; 3] {
+fn commands() -> [Command; 4] {
     [
         Command {
             name: c"lock.acquire",
@@ -50,6 +50,15 @@ fn commands() -> [Command; 3] {
             summary: c"Replies with the remaining milliseconds if the token holds the lock",
             complexity: c"O(1)",
         },
+        Command {
+            name: c"lock.info",
+            handler: commands::info,
+            flags: c"readonly fast",
+            arity: 2,
+            key_flags: KeySpecFlags::READ_ONLY,
+            summary: c"Describes a lock for operators: held, TTL, fence, waiters (never the token)",
+            complexity: c"O(1)",
+        },
     ]
 }
 
@@ -74,7 +83,43 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         }
     }
     call!(RedisModule_RegisterInfoFunc(ctx.ctx, Some(stats::info)));
+    if let Err(e) = subscribe(ctx) {
+        ctx.log_warning(&format!("lock: {e}"));
+        return Status::Err;
+    }
     Status::Ok
+}
+
+/// Events that can free a lock with waiters without a LOCK.* command.
+fn subscribe(ctx: &Context) -> Result<(), &'static str> {
+    let ok = raw::REDISMODULE_OK as c_int;
+    let classes = raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED
+        | raw::REDISMODULE_NOTIFY_STRING;
+    if call!(RedisModule_SubscribeToKeyspaceEvents(
+        ctx.ctx,
+        classes as c_int,
+        Some(waiters::on_keyspace_event)
+    )) != ok
+    {
+        return Err("could not subscribe to keyspace events");
+    }
+    for id in [raw::REDISMODULE_EVENT_FLUSHDB, raw::REDISMODULE_EVENT_SWAPDB] {
+        let event = raw::RedisModuleEvent {
+            id: id as u64,
+            dataver: 1,
+        };
+        if call!(RedisModule_SubscribeToServerEvent(
+            ctx.ctx,
+            event,
+            Some(waiters::on_server_event)
+        )) != ok
+        {
+            return Err("could not subscribe to flush and swapdb events");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(not(test))]
@@ -101,6 +146,7 @@ redis_module::redis_module! {
         i64: [
             ["max-ttl", &MAX_TTL, DEFAULT_MAX_TTL, 1, MAX_MAX_TTL, ConfigurationFlags::DEFAULT, None],
             ["max-token-length", &MAX_TOKEN_LENGTH, DEFAULT_MAX_TOKEN_LENGTH, 1, MAX_MAX_TOKEN_LENGTH, ConfigurationFlags::DEFAULT, None],
+            ["max-waiters", &MAX_WAITERS, DEFAULT_MAX_WAITERS, 0, MAX_MAX_WAITERS, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

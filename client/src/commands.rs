@@ -85,18 +85,20 @@ pub(crate) fn ttl_result(reply: RedisResult<Value>) -> Result<Option<Duration>> 
     Ok(reply.and_then(parse_check)?)
 }
 
+/// A command's arguments as strings, for tests.
+#[cfg(test)]
+pub(crate) fn args(cmd: &Cmd) -> Vec<String> {
+    cmd.args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => "<cursor>".into(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(cmd: &Cmd) -> Vec<String> {
-        cmd.args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                redis::Arg::Cursor => "<cursor>".into(),
-            })
-            .collect()
-    }
 
     #[test]
     fn builds_commands() {

@@ -322,13 +322,7 @@ mod tests {
 
     fn cmd_args(a: &Action) -> Vec<String> {
         match a {
-            Action::Send { cmd, .. } => cmd
-                .args_iter()
-                .map(|a| match a {
-                    redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                    redis::Arg::Cursor => String::new(),
-                })
-                .collect(),
+            Action::Send { cmd, .. } => commands::args(cmd),
             other => panic!("expected Send, got {other:?}"),
         }
     }

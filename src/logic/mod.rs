@@ -5,4 +5,5 @@
 pub mod args;
 pub mod decide;
 pub mod fence;
+pub mod queue;
 pub mod value;

@@ -59,6 +59,20 @@ pub fn missing() -> Vec<&'static str> {
         RedisModule_InfoAddFieldULongLong,
         RedisModule_GetSelectedDb,
         RedisModule_GetContextFlags,
+        RedisModule_ReplyWithMap,
+        RedisModule_ReplyWithSimpleString,
+        RedisModule_BlockClient,
+        RedisModule_UnblockClient,
+        RedisModule_SetDisconnectCallback,
+        RedisModule_GetBlockedClientPrivateData,
+        RedisModule_GetBlockedClientHandle,
+        RedisModule_CreateTimer,
+        RedisModule_StopTimer,
+        RedisModule_CreateString,
+        RedisModule_FreeString,
+        RedisModule_SelectDb,
+        RedisModule_SubscribeToKeyspaceEvents,
+        RedisModule_SubscribeToServerEvent,
     )
 }
 
@@ -87,6 +101,15 @@ pub fn argv<'a>(argv: *mut RStr, argc: c_int) -> &'a [RStr] {
 
 pub fn reply_i64(ctx: Ctx, v: i64) -> c_int {
     call!(RedisModule_ReplyWithLongLong(ctx, v))
+}
+
+/// Starts a map reply of `len` pairs (an array of 2×len on RESP2).
+pub fn reply_map(ctx: Ctx, len: i64) -> c_int {
+    call!(RedisModule_ReplyWithMap(ctx, len as std::ffi::c_long))
+}
+
+pub fn reply_str(ctx: Ctx, s: &CStr) -> c_int {
+    call!(RedisModule_ReplyWithSimpleString(ctx, s.as_ptr()))
 }
 
 pub fn reply_null(ctx: Ctx) -> c_int {

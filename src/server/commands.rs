@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use redis_module::raw;
 
 use super::api::{self, Ctx, RStr};
-use super::config::limits;
+use super::config::{limits, max_waiters};
+use super::waiters::{self, BlockError};
 use super::key::{Key, Kind};
 use super::stats;
 use crate::logic::args::{parse_acquire, parse_token_only, ArgError};
 use crate::logic::decide::{self, could_hold, Standing};
 use crate::logic::fence::next_fence;
-use crate::logic::value::{encode_into, encoded_len};
+use crate::logic::value::{decode, encode_into, encoded_len, HEADER_LEN};
 
 /// The last fence this server issued (main thread only).
 static LAST_FENCE: AtomicU64 = AtomicU64::new(0);
@@ -21,7 +22,7 @@ static LAST_FENCE: AtomicU64 = AtomicU64::new(0);
 const WRONGTYPE: &std::ffi::CStr = c"WRONGTYPE Operation against a key holding the wrong kind of value";
 
 /// The key holds a type other than a string.
-struct WrongType;
+pub struct WrongType;
 
 /// Where `token` stands on the open key. Reads the value only when its
 /// length fits a lock of this token.
@@ -95,16 +96,13 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         Ok(req) => req,
         Err(e) => return arg_error(ctx, e),
     };
-    if req.wait_ms.is_some() {
-        stats::ERRORS.incr();
-        return api::reply_error_static(ctx, c"ERR WAIT is not supported by this version");
-    }
     let mut key = Key::write(ctx, *name);
     let standing = match standing_of(&key, req.token) {
         Ok(s) => s,
         Err(WrongType) => return wrong_type(ctx),
     };
-    match decide::acquire(standing, false) {
+    let queued = waiters::waiting(api::selected_db(ctx), api::bytes(*name)) > 0;
+    match decide::acquire(standing, queued) {
         decide::Acquire::Grant => match grant(ctx, &mut key, *name, req.token, req.ttl_ms, None) {
             Some(fence) => {
                 stats::ACQUIRED.incr();
@@ -127,11 +125,55 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             stats::RENEWED.incr();
             reply_fence(ctx, fence)
         }
-        decide::Acquire::Refuse => {
-            stats::REFUSED.incr();
-            api::reply_null(ctx)
-        }
+        decide::Acquire::Refuse => match req.wait_ms {
+            Some(wait_ms) if waiters::can_block(ctx) => {
+                let deadline = key.abs_expire();
+                drop(key);
+                match waiters::block(ctx, *name, req.token, req.ttl_ms, wait_ms, deadline, max_waiters()) {
+                    Ok(()) => raw::REDISMODULE_OK as c_int,
+                    Err(BlockError::Full(max)) => {
+                        stats::ERRORS.incr();
+                        api::reply_error(
+                            ctx,
+                            &format!("ERR too many clients wait for this lock (lock.max-waiters is {max})"),
+                        )
+                    }
+                }
+            }
+            _ => {
+                stats::REFUSED.incr();
+                api::reply_null(ctx)
+            }
+        },
     }
+}
+
+/// Releases the open key if `token` holds it (and, when given, with this
+/// fence): hands it to the next waiter or deletes it. True if released.
+pub fn release_if_held(
+    ctx: Ctx,
+    key: &mut Key,
+    name: RStr,
+    token: &[u8],
+    fence: Option<u64>,
+) -> Result<bool, WrongType> {
+    let held = match standing_of(key, token)? {
+        Standing::Holds { fence: held } => fence.is_none_or(|f| f == held).then_some(held),
+        _ => None,
+    };
+    let Some(held) = held else {
+        return Ok(false);
+    };
+    if waiters::hand_off(ctx, key, name, Some(held)) {
+        return Ok(true);
+    }
+    if !key.delete() {
+        return Ok(false);
+    }
+    api::replicate_del(ctx, name);
+    api::signal_modified(ctx, name);
+    api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"del", name);
+    Ok(true)
 }
 
 /// `LOCK.RELEASE key token`
@@ -145,16 +187,13 @@ pub extern "C" fn release(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         Err(e) => return arg_error(ctx, e),
     };
     let mut key = Key::write(ctx, *name);
-    match standing_of(&key, token) {
+    match release_if_held(ctx, &mut key, *name, token, None) {
         Err(WrongType) => wrong_type(ctx),
-        Ok(Standing::Holds { .. }) if key.delete() => {
-            api::replicate_del(ctx, *name);
-            api::signal_modified(ctx, *name);
-            api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"del", *name);
+        Ok(true) => {
             stats::RELEASED.incr();
             api::reply_i64(ctx, 1)
         }
-        Ok(_) => {
+        Ok(false) => {
             stats::RELEASE_MISSED.incr();
             api::reply_i64(ctx, 0)
         }
@@ -184,4 +223,40 @@ pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         }
         Ok(_) => api::reply_i64(ctx, 0),
     }
+}
+
+/// `LOCK.INFO key`: for operators; never reveals the token.
+pub extern "C" fn info(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    let args = api::argv(argv, argc);
+    let [_, name] = args else {
+        return arg_error(ctx, ArgError::Arity);
+    };
+    let key = Key::read(ctx, *name);
+    let (held, fence) = match key.kind() {
+        Kind::Other => return wrong_type(ctx),
+        Kind::Empty => (false, None),
+        // Only a value long enough to be a lock is read.
+        Kind::String if key.value_len() > HEADER_LEN => (true, decode(key.value()).map(|v| v.fence)),
+        Kind::String => (true, None),
+    };
+    let ttl = match (held, key.abs_expire()) {
+        (false, _) => -2,
+        (true, None) => -1,
+        (true, Some(at)) => at.saturating_sub((api::now_us() / 1000) as i64).max(1),
+    };
+    let waiting = waiters::waiting(api::selected_db(ctx), api::bytes(*name));
+    api::reply_map(ctx, 5);
+    api::reply_str(ctx, c"held");
+    api::reply_i64(ctx, i64::from(held));
+    api::reply_str(ctx, c"foreign");
+    api::reply_i64(ctx, i64::from(held && fence.is_none()));
+    api::reply_str(ctx, c"ttl");
+    api::reply_i64(ctx, ttl);
+    api::reply_str(ctx, c"fence");
+    match fence {
+        Some(f) => reply_fence(ctx, f),
+        None => api::reply_null(ctx),
+    };
+    api::reply_str(ctx, c"waiters");
+    api::reply_i64(ctx, i64::try_from(waiting).unwrap_or(i64::MAX))
 }

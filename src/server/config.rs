@@ -10,6 +10,12 @@ pub static MAX_TTL: AtomicI64 = AtomicI64::new(DEFAULT_MAX_TTL);
 /// `lock.max-token-length`: the longest accepted token, in bytes.
 pub static MAX_TOKEN_LENGTH: AtomicI64 = AtomicI64::new(DEFAULT_MAX_TOKEN_LENGTH);
 
+/// `lock.max-waiters`: the most clients that may wait for one lock.
+pub static MAX_WAITERS: AtomicI64 = AtomicI64::new(DEFAULT_MAX_WAITERS);
+
+pub const DEFAULT_MAX_WAITERS: i64 = 100_000;
+pub const MAX_MAX_WAITERS: i64 = 100_000_000;
+
 /// One day.
 pub const DEFAULT_MAX_TTL: i64 = 86_400_000;
 /// Ten years: keeps `now + ttl` far from overflowing.
@@ -24,4 +30,9 @@ pub fn limits() -> Limits {
         max_ttl_ms: MAX_TTL.load(Relaxed).clamp(1, MAX_MAX_TTL) as u64,
         max_token_len: MAX_TOKEN_LENGTH.load(Relaxed).clamp(1, MAX_MAX_TOKEN_LENGTH) as usize,
     }
+}
+
+/// The waiter cap in force now.
+pub fn max_waiters() -> usize {
+    MAX_WAITERS.load(Relaxed).clamp(0, MAX_MAX_WAITERS) as usize
 }

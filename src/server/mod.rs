@@ -8,3 +8,4 @@ pub mod config;
 pub mod key;
 pub mod register;
 pub mod stats;
+pub mod waiters;

@@ -42,7 +42,18 @@ pub static CHECKS: Counter = Counter::new();
 /// Calls answered with an error (bad arguments, wrong type).
 pub static ERRORS: Counter = Counter::new();
 
-const FIELDS: [(&CStr, &Counter); 7] = [
+/// Clients that blocked with WAIT.
+pub static WAITS: Counter = Counter::new();
+/// Locks passed directly to a waiter.
+pub static HANDOFFS: Counter = Counter::new();
+/// Waits that ended with their timeout.
+pub static WAIT_TIMEOUTS: Counter = Counter::new();
+/// Waiters that disconnected while queued.
+pub static WAIT_DISCONNECTS: Counter = Counter::new();
+/// Grants whose waiter disconnected before the reply: taken back.
+pub static GRANTS_UNDELIVERED: Counter = Counter::new();
+
+const FIELDS: [(&CStr, &Counter); 12] = [
     (c"acquired", &ACQUIRED),
     (c"renewed", &RENEWED),
     (c"refused", &REFUSED),
@@ -50,6 +61,11 @@ const FIELDS: [(&CStr, &Counter); 7] = [
     (c"release_missed", &RELEASE_MISSED),
     (c"checks", &CHECKS),
     (c"errors", &ERRORS),
+    (c"waits", &WAITS),
+    (c"handoffs", &HANDOFFS),
+    (c"wait_timeouts", &WAIT_TIMEOUTS),
+    (c"wait_disconnects", &WAIT_DISCONNECTS),
+    (c"grants_undelivered", &GRANTS_UNDELIVERED),
 ];
 
 /// The INFO callback: adds the `lock_stats` section.
@@ -62,4 +78,9 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std
             counter.get()
         ));
     }
+    call!(RedisModule_InfoAddFieldULongLong(
+        ctx,
+        c"waiters".as_ptr(),
+        super::waiters::total() as u64
+    ));
 }

@@ -1,0 +1,395 @@
+//! Server-side FIFO waiting (`LOCK.ACQUIRE ... WAIT timeout-ms`).
+//!
+//! A refused acquisition with `WAIT` blocks the client in the key's queue
+//! ([`crate::logic::queue`]). The lock passes to the head waiter:
+//! * on `LOCK.RELEASE`, inside that command (see [`hand_off`]);
+//! * at the holder's deadline, from a timer armed for keys with waiters
+//!   (Redis's own active expiry can be ~100 ms late);
+//! * when the key goes by other means (`DEL`, `RENAME`, eviction, flushes,
+//!   `SWAPDB`, ...), from a 0 ms timer scheduled by the keyspace or server
+//!   event, since events must not write to the keyspace themselves.
+//!
+//! A waiter that times out or disconnects leaves the queue at once. A
+//! waiter granted the lock that disconnects before its reply is sent does
+//! not keep it: the lock is released or handed on.
+//!
+//! All of this runs on Redis's main thread; state lives in thread-locals,
+//! and no borrow of it is held across a call into Redis (which may call
+//! back into this module, for example with a keyspace event).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
+
+use redis_module::raw;
+
+use super::api::{self, call, Ctx, RStr};
+use super::commands::grant;
+use super::key::{Key, Kind};
+use super::stats;
+use crate::logic::queue::Queues;
+
+type Bc = *mut raw::RedisModuleBlockedClient;
+
+/// What a waiter asked for.
+struct Wait {
+    token: Box<[u8]>,
+    ttl_ms: u64,
+}
+
+/// The reply owed to a waiter that was granted the lock.
+struct Granted {
+    db: i32,
+    key: Box<[u8]>,
+    token: Box<[u8]>,
+    fence: u64,
+    delivered: bool,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Keys to serve from the next 0 ms timer.
+    serve: Vec<(i32, Box<[u8]>)>,
+    /// Grants whose reply never reached the waiter: take them back.
+    revoke: Vec<Granted>,
+    armed: bool,
+}
+
+thread_local! {
+    static QUEUES: RefCell<Queues<usize, Wait>> = RefCell::new(Queues::default());
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+fn queues<R>(f: impl FnOnce(&mut Queues<usize, Wait>) -> R) -> R {
+    QUEUES.with(|q| f(&mut q.borrow_mut()))
+}
+
+/// Live waiters on a key (0 quickly when nobody waits anywhere).
+pub fn waiting(db: i32, key: &[u8]) -> usize {
+    QUEUES.with(|q| match q.try_borrow() {
+        Ok(q) if q.total() == 0 => 0,
+        Ok(q) => q.waiting(db, key),
+        Err(_) => 0,
+    })
+}
+
+/// Live waiters on all keys.
+pub fn total() -> usize {
+    QUEUES.with(|q| q.try_borrow().map_or(0, |q| q.total()))
+}
+
+/// Why a client could not be queued.
+pub enum BlockError {
+    /// `lock.max-waiters` waiters are queued already.
+    Full(usize),
+}
+
+/// Blocks the calling client in the key's queue for up to `wait_ms`
+/// (0: without limit). `deadline` is the current holder's expiry (Unix ms).
+pub fn block(
+    ctx: Ctx,
+    name: RStr,
+    token: &[u8],
+    ttl_ms: u64,
+    wait_ms: u64,
+    deadline: Option<i64>,
+    max_waiters: usize,
+) -> Result<(), BlockError> {
+    let db = api::selected_db(ctx);
+    let key = api::bytes(name);
+    if waiting(db, key) >= max_waiters {
+        return Err(BlockError::Full(max_waiters));
+    }
+    let timeout = i64::try_from(wait_ms).unwrap_or(i64::MAX);
+    let bc = call!(RedisModule_BlockClient(
+        ctx,
+        Some(reply_granted),
+        Some(timed_out),
+        Some(free_granted),
+        timeout
+    ));
+    call!(RedisModule_SetDisconnectCallback(bc, Some(disconnected)));
+    let wait = Wait {
+        token: token.into(),
+        ttl_ms,
+    };
+    queues(|q| q.push(db, key, bc as usize, wait));
+    stats::WAITS.incr();
+    if let Some(at) = deadline {
+        arm_deadline(ctx, db, key, at);
+    }
+    Ok(())
+}
+
+/// Passes the free, open key to the first live waiter, with a fence above
+/// `previous`. Returns false when nobody waits (the key is left as is).
+pub fn hand_off(ctx: Ctx, key: &mut Key, name: RStr, previous: Option<u64>) -> bool {
+    let db = api::selected_db(ctx);
+    let key_bytes = api::bytes(name);
+    if waiting(db, key_bytes) == 0 {
+        return false;
+    }
+    let Some((bc, wait, timer)) = queues(|q| q.pop(db, key_bytes)) else {
+        return false;
+    };
+    stop_timer(ctx, timer);
+    let bc = bc as Bc;
+    let Some(fence) = grant(ctx, key, name, &wait.token, wait.ttl_ms, previous) else {
+        // Could not write the lock: the waiter gets a null reply and the
+        // key stays as it was.
+        call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
+        return false;
+    };
+    stats::HANDOFFS.incr();
+    let granted = Box::new(Granted {
+        db,
+        key: key_bytes.into(),
+        token: wait.token,
+        fence,
+        delivered: false,
+    });
+    call!(RedisModule_UnblockClient(
+        bc,
+        Box::into_raw(granted).cast::<c_void>()
+    ));
+    if let Some(at) = key.abs_expire() {
+        arm_deadline(ctx, db, key_bytes, at);
+    }
+    true
+}
+
+/// Reply callback of a granted waiter: its fence.
+extern "C" fn reply_granted(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
+    let granted = call!(RedisModule_GetBlockedClientPrivateData(ctx)).cast::<Granted>();
+    // SAFETY: set by `hand_off` from a Box; Redis frees it after this call.
+    match unsafe { granted.as_mut() } {
+        Some(g) => {
+            g.delivered = true;
+            api::reply_i64(ctx, i64::try_from(g.fence).unwrap_or(i64::MAX))
+        }
+        None => api::reply_null(ctx),
+    }
+}
+
+/// Frees a grant; one that never reached its client is taken back.
+extern "C" fn free_granted(ctx: Ctx, privdata: *mut c_void) {
+    if privdata.is_null() {
+        return;
+    }
+    // SAFETY: created by `hand_off` with Box::into_raw.
+    let granted = unsafe { Box::from_raw(privdata.cast::<Granted>()) };
+    if !granted.delivered {
+        stats::GRANTS_UNDELIVERED.incr();
+        PENDING.with(|p| p.borrow_mut().revoke.push(*granted));
+        arm_pending(ctx);
+    }
+}
+
+/// The wait ran out: leave the queue, reply null.
+extern "C" fn timed_out(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
+    let bc = call!(RedisModule_GetBlockedClientHandle(ctx));
+    if forget(ctx, bc) {
+        stats::WAIT_TIMEOUTS.incr();
+        call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
+    }
+    api::reply_null(ctx)
+}
+
+/// The waiting client went away: leave the queue.
+extern "C" fn disconnected(ctx: Ctx, bc: Bc) {
+    if forget(ctx, bc) {
+        stats::WAIT_DISCONNECTS.incr();
+        call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
+    }
+}
+
+/// Removes a still-queued waiter; false if it was not queued (granted already).
+fn forget(ctx: Ctx, bc: Bc) -> bool {
+    match queues(|q| q.remove(bc as usize)) {
+        Some(removed) => {
+            stop_timer(ctx, removed.timer);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Keyspace events (`del`, `expired`, `evicted`, `rename_from`, ...): a key
+/// with waiters changed by other means is served from a 0 ms timer.
+pub extern "C" fn on_keyspace_event(
+    ctx: Ctx,
+    _class: c_int,
+    _event: *const c_char,
+    name: RStr,
+) -> c_int {
+    let db = api::selected_db(ctx);
+    let key = api::bytes(name);
+    if waiting(db, key) > 0 {
+        schedule(ctx, vec![(db, key.into())]);
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+/// `FLUSHDB`, `FLUSHALL` and `SWAPDB` fire no per-key events: serve every
+/// key with waiters.
+pub extern "C" fn on_server_event(
+    ctx: Ctx,
+    eid: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    let flush_started = eid.id == raw::REDISMODULE_EVENT_FLUSHDB as u64
+        && subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END as u64;
+    if flush_started {
+        return;
+    }
+    let keys = QUEUES.with(|q| q.try_borrow().map(|q| q.keys()).unwrap_or_default());
+    if !keys.is_empty() {
+        schedule(ctx, keys);
+    }
+}
+
+fn schedule(ctx: Ctx, keys: Vec<(i32, Box<[u8]>)>) {
+    PENDING.with(|p| p.borrow_mut().serve.extend(keys));
+    arm_pending(ctx);
+}
+
+fn arm_pending(ctx: Ctx) {
+    let arm = PENDING.with(|p| !std::mem::replace(&mut p.borrow_mut().armed, true));
+    if arm {
+        call!(RedisModule_CreateTimer(ctx, 0, Some(run_pending), ptr::null_mut()));
+    }
+}
+
+/// The 0 ms timer: serves scheduled keys and takes back undelivered grants.
+extern "C" fn run_pending(ctx: Ctx, _data: *mut c_void) {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for granted in pending.revoke {
+        revoke(ctx, granted);
+    }
+    for (db, key) in pending.serve {
+        serve(ctx, db, &key);
+    }
+}
+
+/// A module string for a key name, freed on drop.
+struct Name {
+    ctx: Ctx,
+    ptr: RStr,
+}
+
+impl Name {
+    fn new(ctx: Ctx, bytes: &[u8]) -> Name {
+        let ptr = call!(RedisModule_CreateString(
+            ctx,
+            bytes.as_ptr().cast::<c_char>(),
+            bytes.len()
+        ));
+        Name { ctx, ptr }
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        call!(RedisModule_FreeString(self.ctx, self.ptr));
+    }
+}
+
+/// Grants a free key to its head waiter, or arms the deadline timer of a
+/// held one.
+fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
+    if waiting(db, key_bytes) == 0
+        || call!(RedisModule_SelectDb(ctx, db)) != raw::REDISMODULE_OK as c_int
+    {
+        return;
+    }
+    let name = Name::new(ctx, key_bytes);
+    // Opening for write expires a key past its deadline (and replicates the DEL).
+    let mut key = Key::write(ctx, name.ptr);
+    match key.kind() {
+        Kind::Empty => {
+            hand_off(ctx, &mut key, name.ptr, None);
+        }
+        Kind::String | Kind::Other => {
+            if let Some(at) = key.abs_expire() {
+                arm_deadline(ctx, db, key_bytes, at);
+            }
+        }
+    }
+}
+
+/// Takes back a grant whose reply was never delivered, if the lock is still
+/// that grant's: hands it on or releases it.
+fn revoke(ctx: Ctx, granted: Granted) {
+    if call!(RedisModule_SelectDb(ctx, granted.db)) != raw::REDISMODULE_OK as c_int {
+        return;
+    }
+    let name = Name::new(ctx, &granted.key);
+    let mut key = Key::write(ctx, name.ptr);
+    // Another type now (the key was replaced): nothing of ours to take back.
+    let _ = super::commands::release_if_held(ctx, &mut key, name.ptr, &granted.token, Some(granted.fence));
+}
+
+/// Data of a deadline timer.
+struct Deadline {
+    db: i32,
+    key: Box<[u8]>,
+    at: i64,
+}
+
+/// Arms (or moves) the key's deadline timer to fire just after `at` (Unix ms).
+fn arm_deadline(ctx: Ctx, db: i32, key: &[u8], at: i64) {
+    let armed = QUEUES.with(|q| q.borrow().timer(db, key));
+    if armed.is_some_and(|(_, armed_at)| armed_at == at) {
+        return;
+    }
+    let now_ms = (api::now_us() / 1000) as i64;
+    // Redis expires a key once now > at: fire 1 ms after.
+    let delay = at.saturating_add(1).saturating_sub(now_ms).max(0);
+    let data = Box::into_raw(Box::new(Deadline {
+        db,
+        key: key.into(),
+        at,
+    }));
+    let id = call!(RedisModule_CreateTimer(
+        ctx,
+        delay,
+        Some(deadline_reached),
+        data.cast::<c_void>()
+    ));
+    let old = queues(|q| q.set_timer(db, key, Some((id, at))));
+    stop_timer(ctx, old);
+}
+
+extern "C" fn deadline_reached(ctx: Ctx, data: *mut c_void) {
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: created by `arm_deadline`; a fired timer hands its data back.
+    let deadline = unsafe { Box::from_raw(data.cast::<Deadline>()) };
+    let (db, key) = (deadline.db, &deadline.key);
+    let ours = QUEUES.with(|q| q.borrow().timer(db, key)).is_some_and(|(_, at)| at == deadline.at);
+    if ours {
+        queues(|q| q.set_timer(db, key, None));
+    }
+    serve(ctx, db, key);
+}
+
+fn stop_timer(ctx: Ctx, timer: Option<u64>) {
+    let Some(id) = timer else { return };
+    let mut data: *mut c_void = ptr::null_mut();
+    if call!(RedisModule_StopTimer(ctx, id, &mut data)) == raw::REDISMODULE_OK as c_int
+        && !data.is_null()
+    {
+        // SAFETY: the timer's data, created by `arm_deadline`.
+        drop(unsafe { Box::from_raw(data.cast::<Deadline>()) });
+    }
+}
+
+/// Whether the calling context may block (not in MULTI, a script, ...).
+pub fn can_block(ctx: Ctx) -> bool {
+    let deny = raw::REDISMODULE_CTX_FLAGS_MULTI
+        | raw::REDISMODULE_CTX_FLAGS_LUA
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    api::context_flags(ctx) & deny == 0
+}

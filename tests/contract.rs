@@ -615,5 +615,7 @@ fn command_introspection() {
     let v = cmd(&mut c, ("COMMAND", "LIST", "FILTERBY", "MODULE", "lock"));
     let mut names: Vec<String> = redis::from_redis_value(v).unwrap();
     names.sort();
-    assert_eq!(names, vec!["lock.acquire", "lock.check", "lock.release"]);
+    for name in ["lock.acquire", "lock.check", "lock.release"] {
+        assert!(names.contains(&name.to_owned()), "{names:?}");
+    }
 }

@@ -142,7 +142,12 @@ impl Server {
             .arg("--save")
             .arg("")
             .arg("--daemonize")
-            .arg("no");
+            .arg("no")
+            // Replicas sync at once instead of after the default 5 s delay.
+            .arg("--repl-diskless-sync-delay")
+            .arg("0")
+            .arg("--enable-debug-command")
+            .arg("local");
         if self.config.module {
             cmd.arg("--loadmodule").arg(module_path());
             cmd.args(&self.config.module_args);

@@ -239,10 +239,10 @@ pub extern "C" fn info(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         Kind::String if key.value_len() > HEADER_LEN => (true, decode(key.value()).map(|v| v.fence)),
         Kind::String => (true, None),
     };
-    let ttl = match (held, key.abs_expire()) {
-        (false, _) => -2,
-        (true, None) => -1,
-        (true, Some(at)) => at.saturating_sub((api::now_us() / 1000) as i64).max(1),
+    let ttl = match held.then(|| key.abs_expire()) {
+        None => -2,
+        Some(None) => -1,
+        Some(Some(at)) => at.saturating_sub((api::now_us() / 1000) as i64).max(1),
     };
     let waiting = waiters::waiting(api::selected_db(ctx), api::bytes(*name));
     api::reply_map(ctx, 5);

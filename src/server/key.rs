@@ -15,7 +15,8 @@ pub enum Kind {
     Other,
 }
 
-/// A key opened through the module API.
+/// A key opened through the module API. Opened for reading, a missing key
+/// is a null handle: every method then answers as for an empty key.
 pub struct Key {
     ptr: *mut raw::RedisModuleKey,
 }
@@ -54,12 +55,18 @@ impl Key {
 
     /// Length of the string value, read without touching the value.
     pub fn value_len(&self) -> usize {
+        if self.ptr.is_null() {
+            return 0;
+        }
         call!(RedisModule_ValueLength(self.ptr))
     }
 
     /// The string value. Redis converts a compact (embstr/int) encoding to
     /// raw in place to hand out the buffer; bytes, TTL and WATCH state stay.
     pub fn value(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
         let mut len = 0usize;
         let ptr = call!(RedisModule_StringDMA(
             self.ptr,
@@ -77,7 +84,7 @@ impl Key {
     /// Replaces the value with `len` bytes that `fill` writes (one
     /// allocation, raw encoding). False if the key cannot be written.
     pub fn set_value(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
-        if call!(RedisModule_StringTruncate(self.ptr, len)) != raw::REDISMODULE_OK as c_int {
+        if self.ptr.is_null() || call!(RedisModule_StringTruncate(self.ptr, len)) != raw::REDISMODULE_OK as c_int {
             return false;
         }
         let mut got = 0usize;
@@ -96,17 +103,20 @@ impl Key {
 
     /// Sets the absolute expiry (Unix time in ms).
     pub fn set_abs_expire(&mut self, abs_ms: i64) -> bool {
-        call!(RedisModule_SetAbsExpire(self.ptr, abs_ms)) == raw::REDISMODULE_OK as c_int
+        !self.ptr.is_null() && call!(RedisModule_SetAbsExpire(self.ptr, abs_ms)) == raw::REDISMODULE_OK as c_int
     }
 
     /// The absolute expiry (Unix ms), `None` when the key has none.
     pub fn abs_expire(&self) -> Option<i64> {
+        if self.ptr.is_null() {
+            return None;
+        }
         let at = call!(RedisModule_GetAbsExpire(self.ptr));
         (at != raw::REDISMODULE_NO_EXPIRE as i64).then_some(at)
     }
 
     pub fn delete(&mut self) -> bool {
-        call!(RedisModule_DeleteKey(self.ptr)) == raw::REDISMODULE_OK as c_int
+        !self.ptr.is_null() && call!(RedisModule_DeleteKey(self.ptr)) == raw::REDISMODULE_OK as c_int
     }
 }
 

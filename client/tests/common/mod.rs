@@ -208,3 +208,15 @@ pub fn assert_near(actual: i64, expected: i64, tolerance: i64, what: &str) {
         "{what}: {actual} ms, expected {expected} ± {tolerance} ms"
     );
 }
+
+/// How many times the server ran `command` (INFO commandstats), for example
+/// `lock.acquire`.
+pub fn command_calls(conn: &mut Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

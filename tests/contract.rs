@@ -345,7 +345,10 @@ fn calls_that_change_nothing_keep_watch_valid() {
     let s = Server::start();
     let mut c = s.conn();
     must_acquire(&mut c, b"k", b"alice", 60_000);
-    cmd(&mut c, ("SET", "foreign", "abcdefghijklmnopqrstuvwx", "PX", 60_000));
+    cmd(
+        &mut c,
+        ("SET", "foreign", "abcdefghijklmnopqrstuvwx", "PX", 60_000),
+    );
     cmd(&mut c, ("RPUSH", "list", "a"));
 
     assert!(watch_survives(&s, b"k", |o| {
@@ -532,7 +535,10 @@ fn module_list_shows_lock() {
         .map(|m| {
             let fields: Vec<Value> = match m {
                 Value::Array(f) => f.clone(),
-                Value::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+                Value::Map(pairs) => pairs
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect(),
                 other => panic!("module entry {other:?}"),
             };
             let i = fields
@@ -582,7 +588,10 @@ fn command_introspection() {
         let keys: Vec<Vec<u8>> = redis::from_redis_value(keys).unwrap();
         assert_eq!(keys, vec![b"k".to_vec()], "{args:?}");
     }
-    let keys = cmd(&mut c, ("COMMAND", "GETKEYS", "lock.release", "my:key", "t"));
+    let keys = cmd(
+        &mut c,
+        ("COMMAND", "GETKEYS", "lock.release", "my:key", "t"),
+    );
     let keys: Vec<Vec<u8>> = redis::from_redis_value(keys).unwrap();
     assert_eq!(keys, vec![b"my:key".to_vec()]);
 

@@ -199,11 +199,9 @@ fn empty_token() {
 #[test]
 fn token_length_limit_default_and_config_set() {
     let mut f = Fixture::new();
-    let v: Vec<String> = redis::from_redis_value(cmd(
-        &mut f.conn,
-        ("CONFIG", "GET", "lock.max-token-length"),
-    ))
-    .unwrap();
+    let v: Vec<String> =
+        redis::from_redis_value(cmd(&mut f.conn, ("CONFIG", "GET", "lock.max-token-length")))
+            .unwrap();
     assert_eq!(v, vec!["lock.max-token-length", "256"]);
 
     let at = vec![b'a'; 256];
@@ -265,7 +263,13 @@ fn errors_are_counted_and_change_no_other_counter() {
     f.rejects(&[b"LOCK.ACQUIRE", b"{key}", b"tok", b"10", b"NX"], "ERR"); // 2 calls
     let after = lock_stats(&mut f.conn);
     assert_eq!(after["errors"], before["errors"] + 6, "{after:?}");
-    for name in ["acquired", "renewed", "refused", "released", "release_missed"] {
+    for name in [
+        "acquired",
+        "renewed",
+        "refused",
+        "released",
+        "release_missed",
+    ] {
         assert_eq!(after[name], before[name], "{name}");
     }
     // `unchanged()` ran 6 CHECKs.

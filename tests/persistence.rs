@@ -31,7 +31,10 @@ fn write_locks(c: &mut Connection) -> Kept {
     assert_eq!(release(c, b"released", b"tok"), 1);
     must_acquire(c, b"deleted", b"tok", 60_000);
     assert_eq!(int(&cmd(c, ("DEL", "deleted"))), 1);
-    cmd(c, ("SET", "foreign", "abcdefghijklmnopqrstuvwx", "PX", 60_000));
+    cmd(
+        c,
+        ("SET", "foreign", "abcdefghijklmnopqrstuvwx", "PX", 60_000),
+    );
     let foreign = must_acquire(c, b"lock:\x00\xff", b"t\r\n\x00", 60_000);
     assert!(foreign > 0);
     Kept {

@@ -161,3 +161,44 @@ fn fences_keep_increasing_after_failover() {
     assert!(f2 > f1, "{f2} > {f1}");
     drop(replica);
 }
+
+#[test]
+fn transactions_and_scripts_replicate_as_plain_commands() {
+    let m = master();
+    let (replica, mut r) = replica_of(&m, Config::without_module());
+    let mut c = m.conn();
+
+    assert_eq!(cmd(&mut c, "MULTI"), redis::Value::Okay);
+    cmd(&mut c, ("LOCK.ACQUIRE", "tx", "tok", 60_000));
+    cmd(&mut c, ("LOCK.ACQUIRE", "tx", "tok", 30_000));
+    cmd(&mut c, ("LOCK.ACQUIRE", "tx:gone", "tok", 60_000));
+    cmd(&mut c, ("LOCK.RELEASE", "tx:gone", "tok"));
+    let replies = cmd(&mut c, "EXEC");
+    let redis::Value::Array(replies) = replies else {
+        panic!("EXEC replied {replies:?}")
+    };
+    assert_eq!(int(&replies[0]), int(&replies[1]));
+    assert_eq!(int(&replies[3]), 1);
+
+    let script = "local f = redis.call('LOCK.ACQUIRE', KEYS[1], ARGV[1], 60000)
+                  redis.call('LOCK.ACQUIRE', KEYS[1], ARGV[1], 20000)
+                  redis.call('LOCK.ACQUIRE', KEYS[2], ARGV[1], 60000)
+                  redis.call('LOCK.RELEASE', KEYS[2], ARGV[1])
+                  return f";
+    let f = int(&cmd(&mut c, ("EVAL", script, 2, "lua", "lua:gone", "tok")));
+    assert!(f >= 1);
+    wait_replicated(&mut c);
+
+    for key in [&b"tx"[..], b"lua"] {
+        assert!(exists(&mut r, key));
+        assert_same(&mut c, &mut r, key);
+    }
+    let ttl = pttl(&mut r, b"tx");
+    assert!(ttl > 0 && ttl <= 30_000, "tx renewal replicated: {ttl}");
+    let ttl = pttl(&mut r, b"lua");
+    assert!(ttl > 0 && ttl <= 20_000, "lua renewal replicated: {ttl}");
+    assert!(!exists(&mut r, b"tx:gone"));
+    assert!(!exists(&mut r, b"lua:gone"));
+    let log = replica.log().to_lowercase();
+    assert!(!log.contains("unknown command"), "replica log:\n{log}");
+}

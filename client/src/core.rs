@@ -96,9 +96,13 @@ enum Mode {
 #[derive(Debug)]
 enum Phase {
     /// `LOCK.ACQUIRE` with the held token in flight (renewal).
-    Refreshing { fence: u64 },
+    Refreshing {
+        fence: u64,
+    },
     /// `LOCK.RELEASE` of a grant we will not keep in flight; then obtain afresh.
-    DroppingStray { token: String },
+    DroppingStray {
+        token: String,
+    },
     /// `LOCK.ACQUIRE` with a new token in flight.
     Acquiring {
         token: String,
@@ -106,9 +110,15 @@ enum Phase {
         mode: Mode,
     },
     /// Sleeping before retry number `retry`.
-    Sleeping { token: String, retry: u32 },
+    Sleeping {
+        token: String,
+        retry: u32,
+    },
     /// Best-effort `LOCK.RELEASE` in flight after a failure; then `result`.
-    Finishing { token: String, result: Result<bool> },
+    Finishing {
+        token: String,
+        result: Result<bool>,
+    },
     Done,
 }
 
@@ -492,7 +502,10 @@ mod tests {
             server_err("unknown command 'LOCK.ACQUIRE', with args beginning with: 'k'"),
             now,
         );
-        assert!(matches!(a, Action::Done(Err(Error::ModuleNotLoaded { .. }))));
+        assert!(matches!(
+            a,
+            Action::Done(Err(Error::ModuleNotLoaded { .. }))
+        ));
 
         // An I/O error on an acquisition releases the token, then reports.
         let (mut op, a) = LockOp::start(&mut s, now);

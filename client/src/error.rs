@@ -79,7 +79,7 @@ impl From<redis::RedisError> for Error {
         if is_unknown_lock_command(&e) {
             let detail = e.detail().unwrap_or_default();
             return Error::ModuleNotLoaded {
-                reply: format!("{} {detail}", e.code().unwrap_or("ERR")),
+                reply: format!("{} {}", e.code().unwrap_or("ERR"), detail.trim_end()),
             };
         }
         Error::Redis(e)

@@ -27,10 +27,14 @@ fn pause_writes(server: &Server, ms: u64) {
 /// The abandoned acquisition was granted, then released by the locker.
 fn grant_released(server: &Server) {
     let mut conn = server.conn();
-    wait_for(Duration::from_secs(3), "the abandoned grant's release", || {
-        let exists: bool = conn.exists(KEY).unwrap();
-        (!exists && command_calls(&mut conn, "lock.release") == 1).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(3),
+        "the abandoned grant's release",
+        || {
+            let exists: bool = conn.exists(KEY).unwrap();
+            (!exists && command_calls(&mut conn, "lock.release") == 1).then_some(())
+        },
+    );
     // The module's own counters, where it has them, show that the release
     // did release a lock (the grant made when the pause ended).
     let info: String = redis::cmd("INFO").arg("lock").query(&mut conn).unwrap();
@@ -44,9 +48,8 @@ fn dropped_lock_future_releases_its_grant() {
     let server = Server::start();
     let mut locker = AsyncLocker::new(async_conn(&server), KEY, Options::default());
     pause_writes(&server, 400);
-    let outcome = rt().block_on(async {
-        tokio::time::timeout(Duration::from_millis(100), locker.lock()).await
-    });
+    let outcome = rt()
+        .block_on(async { tokio::time::timeout(Duration::from_millis(100), locker.lock()).await });
     assert!(outcome.is_err(), "the lock() future was dropped midway");
     assert!(!locker.is_locked());
     // The acquisition is carried out when the pause ends, then released.
@@ -76,9 +79,8 @@ fn dropped_refresh_keeps_the_hold() {
     assert!(rt().block_on(locker.lock()).unwrap());
     let token = locker.token().unwrap().to_owned();
     pause_writes(&server, 300);
-    let outcome = rt().block_on(async {
-        tokio::time::timeout(Duration::from_millis(100), locker.lock()).await
-    });
+    let outcome = rt()
+        .block_on(async { tokio::time::timeout(Duration::from_millis(100), locker.lock()).await });
     assert!(outcome.is_err());
     // Still ours, and still recorded as ours, so unlock() works.
     assert!(locker.is_locked());

@@ -86,7 +86,11 @@ fn cluster_connection() {
     let mut locker = Locker::new(client.get_connection().unwrap(), KEY, Options::default());
     round(&mut locker, &server);
     // Keys in other slots work too (the client routes by key).
-    let mut other = Locker::new(client.get_connection().unwrap(), "{user:42}.lock", Options::default());
+    let mut other = Locker::new(
+        client.get_connection().unwrap(),
+        "{user:42}.lock",
+        Options::default(),
+    );
     round(&mut other, &server);
 }
 

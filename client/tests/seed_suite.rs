@@ -64,7 +64,10 @@ fn obtains_fresh_locks<F: Flavor>() {
     let token = locker.token().unwrap();
     assert_eq!(token.len(), TOKEN_LEN + prefix.len());
     assert_eq!(&token[..prefix.len()], prefix);
-    assert!(check(&mut conn, KEY, &token) > 0, "the server holds our token");
+    assert!(
+        check(&mut conn, KEY, &token) > 0,
+        "the server holds our token"
+    );
     assert_near(pttl(&mut conn, KEY), 1000, 60, "fresh lock TTL");
     assert!(locker.fence().unwrap() >= 1);
 }

@@ -47,7 +47,10 @@ fn detects_support_once_and_obtains_either_way() {
     };
     let mut locker = Locker::new(server.conn(), KEY, options);
     assert_eq!(locker.server_wait_supported(), None);
-    assert!(locker.lock().unwrap(), "obtained once the other lock expired");
+    assert!(
+        locker.lock().unwrap(),
+        "obtained once the other lock expired"
+    );
     assert_eq!(locker.server_wait_supported(), Some(supported));
     locker.unlock().unwrap();
 
@@ -154,9 +157,8 @@ fn async_waiter_dropped_midway_leaves_no_lock() {
             assert!(release(&mut conn, KEY, "holder"));
         })
     };
-    let outcome = rt().block_on(async {
-        tokio::time::timeout(Duration::from_millis(100), locker.lock()).await
-    });
+    let outcome = rt()
+        .block_on(async { tokio::time::timeout(Duration::from_millis(100), locker.lock()).await });
     assert!(outcome.is_err());
     releaser.join().unwrap();
     wait_for(Duration::from_secs(3), "the grant to be released", || {

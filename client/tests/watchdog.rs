@@ -45,7 +45,10 @@ fn sync_guard_releases_on_drop() {
 
     // Held elsewhere: no guard.
     assert!(acquire(&mut conn, KEY, "other", 5000).is_some());
-    assert!(matches!(locker.guard(), Err(redis_lock::Error::NotObtained)));
+    assert!(matches!(
+        locker.guard(),
+        Err(redis_lock::Error::NotObtained)
+    ));
 }
 
 #[test]
@@ -109,7 +112,10 @@ fn sync_watchdog_reports_loss_when_taken() {
     let guard = locker.guard_with_watchdog(server.conn()).unwrap();
     let _: () = conn.del(KEY).unwrap();
     assert!(acquire(&mut conn, KEY, "thief", 5000).is_some());
-    let reason = guard.loss_signal().unwrap().wait_timeout(Duration::from_secs(3));
+    let reason = guard
+        .loss_signal()
+        .unwrap()
+        .wait_timeout(Duration::from_secs(3));
     assert_eq!(reason, Some(LossReason::HeldByOther));
     drop(guard);
     // The other holder is untouched.

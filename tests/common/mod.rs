@@ -274,3 +274,29 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The server's clock (`TIME`) in Unix milliseconds.
+pub fn server_ms(conn: &mut Connection) -> i64 {
+    let (s, us): (i64, i64) = redis::from_redis_value(cmd(conn, "TIME")).unwrap();
+    s * 1000 + us / 1000
+}
+
+/// Runs `f` and asserts that afterwards `key` expires `ms` after some
+/// moment during the call (checked against the server's clock before and
+/// after, so a slow machine cannot make it fail).
+pub fn expires_in<R>(
+    conn: &mut Connection,
+    key: &[u8],
+    ms: i64,
+    f: impl FnOnce(&mut Connection) -> R,
+) -> R {
+    let t0 = server_ms(conn);
+    let r = f(conn);
+    let t1 = server_ms(conn);
+    let at = int(&cmd(conn, ("PEXPIRETIME", key)));
+    assert!(
+        at >= t0 + ms && at <= t1 + ms,
+        "expiry {at} not {ms} ms after a moment in [{t0}, {t1}]"
+    );
+    r
+}

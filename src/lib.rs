@@ -93,10 +93,9 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
 /// Events that can free a lock with waiters without a LOCK.* command.
 fn subscribe(ctx: &Context) -> Result<(), &'static str> {
     let ok = raw::REDISMODULE_OK as c_int;
-    let classes = raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_EXPIRED
-        | raw::REDISMODULE_NOTIFY_EVICTED
-        | raw::REDISMODULE_NOTIFY_STRING;
+    // Only expiry and eviction: generic events would tax every DEL and
+    // SET ... PX in the server (the waiters' sweep covers DEL, RENAME, ...).
+    let classes = raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED;
     if call!(RedisModule_SubscribeToKeyspaceEvents(
         ctx.ctx,
         classes as c_int,

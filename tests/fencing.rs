@@ -29,6 +29,13 @@ fn fence_increases_across_release_and_del() {
     cmd(&mut c, ("DEL", "k"));
     let f6 = must_acquire(&mut c, b"k", b"d", 60_000);
     assert!(f6 > f5, "after SET + DEL: {f6} > {f5}");
+    // FLUSHDB and FLUSHALL.
+    cmd(&mut c, "FLUSHDB");
+    let f7 = must_acquire(&mut c, b"k", b"d", 60_000);
+    assert!(f7 > f6, "after FLUSHDB: {f7} > {f6}");
+    cmd(&mut c, "FLUSHALL");
+    let f8 = must_acquire(&mut c, b"k", b"d", 60_000);
+    assert!(f8 > f7, "after FLUSHALL: {f8} > {f7}");
 }
 
 #[test]

@@ -202,3 +202,27 @@ fn transactions_and_scripts_replicate_as_plain_commands() {
     let log = replica.log().to_lowercase();
     assert!(!log.contains("unknown command"), "replica log:\n{log}");
 }
+
+#[test]
+fn replica_check_sees_expiry_before_the_masters_del_arrives() {
+    let m = master();
+    let (_replica, mut r) = replica_of(&m, Config::default());
+    let mut c = m.conn();
+    // The master removes expired keys only when they are read.
+    cmd(&mut c, ("DEBUG", "SET-ACTIVE-EXPIRE", 0));
+    let f1 = must_acquire(&mut c, b"k", b"a", 300);
+    wait_replicated(&mut c);
+    wait_for(WAIT, "the lock to expire on the replica", || {
+        (check(&mut r, b"k", b"a") == 0).then_some(())
+    });
+    // Nobody deleted it yet: it is only past its expiry.
+    assert_eq!(int(&cmd(&mut c, "DBSIZE")), 1);
+    assert_eq!(int(&cmd(&mut r, "DBSIZE")), 1);
+    assert_eq!(check(&mut r, b"k", b"b"), 0);
+    // A new holder on the master; the replica follows.
+    let f2 = must_acquire(&mut c, b"k", b"b", 60_000);
+    assert!(f2 > f1);
+    wait_replicated(&mut c);
+    assert!(check(&mut r, b"k", b"b") > 0);
+    assert_eq!(check(&mut r, b"k", b"a"), 0);
+}

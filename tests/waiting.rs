@@ -369,10 +369,7 @@ fn waiters_are_served_when_the_key_goes_by_other_means() {
         for a in &op[1..] {
             cmd.arg(*a);
         }
-        // Its own connection: Valkey 8.1 leaves a client that MOVEs a key
-        // with a TTL in the target database when a module subscribes to
-        // keyspace events (see README, Compatibility).
-        let _: Value = cmd.query(&mut server.conn()).unwrap();
+        let _: Value = cmd.query(&mut c).unwrap();
         let (reply, waited) = waiter.join().unwrap();
         assert!(reply.is_some(), "{name}: waiter granted");
         assert!(waited < Duration::from_secs(10), "{name}: {waited:?}");

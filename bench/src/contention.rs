@@ -291,7 +291,13 @@ fn unix_ms() -> f64 {
 /// releases it; one waiter waits. A sample is the time from the lock's
 /// deadline (`PEXPIRETIME`, in ms) to the waiter's grant reply. `pairs`
 /// holder/waiter pairs run at once, each on its own key.
-fn expiry_run(url: &str, mode: Mode, pairs: usize, max: Duration, want: usize) -> Result<Latency, String> {
+fn expiry_run(
+    url: &str,
+    mode: Mode,
+    pairs: usize,
+    max: Duration,
+    want: usize,
+) -> Result<Latency, String> {
     let shared = Arc::new(Shared::new());
     let deadline = Instant::now() + max;
     let mut handles = Vec::new();
@@ -528,7 +534,11 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
                         thousands(run.tries_per_sec as u64),
                     ]);
                     report.latency_bars.push(LatencyBar {
-                        group: format!("release → next holder, {} waiter{}", thousands(n as u64), if n == 1 { "" } else { "s" }),
+                        group: format!(
+                            "release → next holder, {} waiter{}",
+                            thousands(n as u64),
+                            if n == 1 { "" } else { "s" }
+                        ),
                         mode: mode.label(),
                         p50: l.p50,
                         p99: l.p99,
@@ -546,9 +556,10 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
                 }
                 Err(e) => {
                     eprintln!("  hand-off, {n} waiters, {}: FAILED: {e}", mode.label());
-                    report
-                        .notes
-                        .push(format!("Hand-off with {n} waiters, {}: failed: {e}", mode.label()));
+                    report.notes.push(format!(
+                        "Hand-off with {n} waiters, {}: failed: {e}",
+                        mode.label()
+                    ));
                     if mode == Mode::Wait {
                         wait_results.push((n, None));
                     }
@@ -697,7 +708,14 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
     let mut module_row = None;
     let mut poll_rows = Vec::new();
     for &mode in &modes {
-        match fairness_run(url, &sha, mode, sizes.fairness_clients, HOLD, sizes.fairness_dur) {
+        match fairness_run(
+            url,
+            &sha,
+            mode,
+            sizes.fairness_clients,
+            HOLD,
+            sizes.fairness_dur,
+        ) {
             Ok(counts) => {
                 let v: Vec<f64> = counts.iter().map(|c| *c as f64).collect();
                 let (min, max) = (

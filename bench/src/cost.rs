@@ -191,7 +191,7 @@ fn summarise(
     table: &mut Table,
     name: &str,
     results: &[PairResult],
-    mix: impl Fn(&PairResult) -> String,
+    mut mix: impl FnMut(&PairResult) -> String,
 ) -> PairSummary {
     for (i, r) in results.iter().enumerate() {
         table.push(vec![
@@ -382,7 +382,13 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
     util::hold_locks(&mut ca, "chk:lk:", ck / 2, FIXED_TOKEN, 900_000);
     util::hold_seed_locks(&mut ca, "chk:sk:", ck / 2, FIXED_TOKEN, 900_000);
     let chk = strings(&["LOCK.CHECK", "chk:lk:__rand_int__", FIXED_TOKEN]);
-    let evp = strings(&["EVALSHA", &pttl_sha, "1", "chk:sk:__rand_int__", FIXED_TOKEN]);
+    let evp = strings(&[
+        "EVALSHA",
+        &pttl_sha,
+        "1",
+        "chk:sk:__rand_int__",
+        FIXED_TOKEN,
+    ]);
     probe(&mut ca, &chk.iter().map(String::as_str).collect::<Vec<_>>());
     probe(&mut ca, &evp.iter().map(String::as_str).collect::<Vec<_>>());
     let mut results = Vec::new();
@@ -420,7 +426,12 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
     util::flushall(&mut ca);
 
     for (id, what, s, target) in [
-        ("1a", "LOCK.ACQUIRE vs SET NX PX (server µs/call)", &acquire, 1.0),
+        (
+            "1a",
+            "LOCK.ACQUIRE vs SET NX PX (server µs/call)",
+            &acquire,
+            1.0,
+        ),
         (
             "1b",
             "LOCK.RELEASE vs EVALSHA compare-and-delete (server µs/call)",
@@ -504,7 +515,12 @@ pub fn scale(
     let mut cb = util::connect(big.1);
     let mut cs = util::connect(small.1);
     let churn_keys = 1000;
-    let acq = strings(&["LOCK.ACQUIRE", "churn:__rand_int__", "tok:__rand_int__", "2"]);
+    let acq = strings(&[
+        "LOCK.ACQUIRE",
+        "churn:__rand_int__",
+        "tok:__rand_int__",
+        "2",
+    ]);
     probe(&mut cb, &acq.iter().map(String::as_str).collect::<Vec<_>>());
     probe(&mut cs, &acq.iter().map(String::as_str).collect::<Vec<_>>());
     let mut table = Table::new(&[

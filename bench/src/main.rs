@@ -201,7 +201,10 @@ fn main() {
     let run = |m: u8| args.only.is_empty() || args.only.contains(&m);
     let write_to = match (&args.out, args.quick || !args.only.is_empty()) {
         (Some(dir), _) => Some(dir.clone()),
-        (None, false) => Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))),
+        (None, false) => Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/results"
+        ))),
         (None, true) => None,
     };
     let started = Instant::now();
@@ -226,7 +229,10 @@ fn main() {
         .get("hz")
         .cloned()
         .unwrap_or_default();
-    eprintln!("server on port {}; WAIT supported: {wait}", main_server.port());
+    eprintln!(
+        "server on port {}; WAIT supported: {wait}",
+        main_server.port()
+    );
     if !wait {
         report.notes.push(
             "This module build has no `LOCK.ACQUIRE … WAIT`: the module's rows of measurements 3 and 4 \
@@ -236,10 +242,7 @@ fn main() {
     }
 
     let phase = |n: u8, name: &str| {
-        eprintln!(
-            "[{:>5.1} s] {n}. {name}",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("[{:>5.1} s] {n}. {name}", started.elapsed().as_secs_f64());
     };
     if run(1) {
         phase(1, "server cost per command");
@@ -295,10 +298,7 @@ fn main() {
         let md = dir.join("latest.md");
         let svg = dir.join("chart.svg");
         std::fs::write(&md, report.markdown(&header)).expect("write latest.md");
-        let cpu = machine
-            .first()
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let cpu = machine.first().map(|(_, v)| v.clone()).unwrap_or_default();
         let subtitle = format!(
             "{date} · {cpu} · {} · `make bench`",
             machine

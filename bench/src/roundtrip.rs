@@ -133,9 +133,20 @@ pub fn round_trips(report: &mut Report, url: &str, rounds: usize, dur: Duration)
             seed.push(got[2]);
             ratios.push(got[1] / got[2]);
         }
-        let (p, c, s, ratio) = (median(&ping), median(&client), median(&seed), median(&ratios));
+        let (p, c, s, ratio) = (
+            median(&ping),
+            median(&client),
+            median(&seed),
+            median(&ratios),
+        );
         let ceiling = p / 2.0;
-        let of = |v: f64| format!("{} ({:.0}% of ceiling)", thousands(v as u64), 100.0 * v / ceiling);
+        let of = |v: f64| {
+            format!(
+                "{} ({:.0}% of ceiling)",
+                thousands(v as u64),
+                100.0 * v / ceiling
+            )
+        };
         table.push(vec![
             conns.to_string(),
             thousands(p as u64),

@@ -146,10 +146,7 @@ pub fn connect(url: &str) -> Connection {
 
 /// `INFO section` as a map of `field -> value`.
 pub fn info(conn: &mut Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query(conn)
-        .expect("INFO");
+    let text: String = redis::cmd("INFO").arg(section).query(conn).expect("INFO");
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(':'))
@@ -304,10 +301,7 @@ pub fn wait_supported(conn: &mut Connection) -> bool {
         .arg("WAIT")
         .arg(10)
         .query(conn);
-    let _: redis::RedisResult<Value> = redis::cmd("LOCK.RELEASE")
-        .arg(key)
-        .arg("probe")
-        .query(conn);
+    let _: redis::RedisResult<Value> = redis::cmd("LOCK.RELEASE").arg(key).arg("probe").query(conn);
     matches!(r, Ok(Value::Int(_)))
 }
 
@@ -327,7 +321,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -93,6 +93,8 @@ enum Mode {
     Wait { deadline: Instant },
 }
 
+// The tokens of in-flight commands are read by the async driver only.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 #[derive(Debug)]
 enum Phase {
     /// `LOCK.ACQUIRE` with the held token in flight (renewal).
@@ -149,6 +151,7 @@ impl LockOp {
     /// The token of a grant that may exist on the server while the locker does
     /// not record it: when the op is abandoned (cancelled, future dropped)
     /// with a command in flight, the driver must release this token.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn unsettled_token(&self) -> Option<&str> {
         match &self.phase {
             Phase::DroppingStray { token }

@@ -101,7 +101,7 @@ impl LossSignal {
     }
 
     /// Resolves when the lock is lost (never, if it is released normally).
-    #[cfg(feature = "tokio")]
+    /// Runtime-agnostic.
     pub async fn lost(&self) -> LossReason {
         self.signal.wait_async().await
     }

@@ -5,9 +5,13 @@
 //! * on `LOCK.RELEASE`, inside that command (see [`hand_off`]);
 //! * at the holder's deadline, from a timer armed for keys with waiters
 //!   (Redis's own active expiry can be ~100 ms late);
-//! * when the key goes by other means (`DEL`, `RENAME`, eviction, flushes,
-//!   `SWAPDB`, ...), from a 0 ms timer scheduled by the keyspace or server
-//!   event, since events must not write to the keyspace themselves.
+//! * when the key goes by other means: after expiry, eviction, `FLUSHDB`,
+//!   `FLUSHALL` or `SWAPDB`, from a 0 ms timer scheduled by the event
+//!   (events must not write to the keyspace themselves); after `DEL`,
+//!   `UNLINK`, `RENAME`, `MOVE` and the like, from a sweep every
+//!   [`SWEEP_MS`] that runs only while clients wait. The module does not
+//!   subscribe to generic keyspace events: every `SET ... PX` and `DEL` in
+//!   the server would then pay for a call into the module.
 //!
 //! A waiter that times out or disconnects leaves the queue at once. A
 //! waiter granted the lock that disconnects before its reply is sent does
@@ -46,6 +50,9 @@ struct Granted {
     delivered: bool,
 }
 
+/// How often keys with waiters are checked for removal by other means.
+pub const SWEEP_MS: i64 = 10;
+
 #[derive(Default)]
 struct Pending {
     /// Keys to serve from the next 0 ms timer.
@@ -53,6 +60,8 @@ struct Pending {
     /// Grants whose reply never reached the waiter: take them back.
     revoke: Vec<Granted>,
     armed: bool,
+    /// The sweep timer is armed.
+    sweeping: bool,
 }
 
 thread_local! {
@@ -115,6 +124,7 @@ pub fn block(
     };
     queues(|q| q.push(db, key, bc as usize, wait));
     stats::WAITS.incr();
+    arm_sweep(ctx);
     if let Some(at) = deadline {
         arm_deadline(ctx, db, key, at);
     }
@@ -214,8 +224,8 @@ fn forget(ctx: Ctx, bc: Bc) -> bool {
     }
 }
 
-/// Keyspace events (`del`, `expired`, `evicted`, `rename_from`, ...): a key
-/// with waiters changed by other means is served from a 0 ms timer.
+/// Keyspace events `expired` and `evicted`: a key with waiters that went
+/// is served from a 0 ms timer.
 pub extern "C" fn on_keyspace_event(
     ctx: Ctx,
     _class: c_int,
@@ -269,6 +279,25 @@ extern "C" fn run_pending(ctx: Ctx, _data: *mut c_void) {
     }
     for (db, key) in pending.serve {
         serve(ctx, db, &key);
+    }
+}
+
+fn arm_sweep(ctx: Ctx) {
+    let arm = PENDING.with(|p| !std::mem::replace(&mut p.borrow_mut().sweeping, true));
+    if arm {
+        call!(RedisModule_CreateTimer(ctx, SWEEP_MS, Some(sweep), ptr::null_mut()));
+    }
+}
+
+/// Serves every key with waiters (one lookup each); re-arms while any wait.
+extern "C" fn sweep(ctx: Ctx, _data: *mut c_void) {
+    PENDING.with(|p| p.borrow_mut().sweeping = false);
+    let keys = QUEUES.with(|q| q.borrow().keys());
+    for (db, key) in &keys {
+        serve(ctx, *db, key);
+    }
+    if total() > 0 {
+        arm_sweep(ctx);
     }
 }
 

@@ -5,7 +5,7 @@
 //! * [`server`]: the thin layer over the Redis module API.
 
 pub mod logic;
-pub mod server;
+mod server;
 
 use std::ffi::c_int;
 
@@ -71,6 +71,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ));
         return Status::Err;
     }
+    api::init_shared_strings();
     // A refused acquisition must not invalidate WATCH: signal only real changes.
     call!(RedisModule_SetModuleOptions(
         ctx.ctx,
@@ -104,11 +105,11 @@ fn subscribe(ctx: &Context) -> Result<(), &'static str> {
     {
         return Err("could not subscribe to keyspace events");
     }
-    for id in [raw::REDISMODULE_EVENT_FLUSHDB, raw::REDISMODULE_EVENT_SWAPDB] {
-        let event = raw::RedisModuleEvent {
-            id: id as u64,
-            dataver: 1,
-        };
+    for id in [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+    ] {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
         if call!(RedisModule_SubscribeToServerEvent(
             ctx.ctx,
             event,

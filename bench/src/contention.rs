@@ -518,7 +518,7 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
                 Ok(run) => {
                     let l = run.latency;
                     eprintln!(
-                        "  hand-off, {n} waiters, {}: p50 {} p99 {} ({} samples)",
+                        "  hand-off, {n} waiter(s), {}: p50 {} p99 {} ({} samples)",
                         mode.label(),
                         ms(l.p50),
                         ms(l.p99),

@@ -241,7 +241,8 @@ where
     /// [`Error::NotObtained`] when someone else holds it.
     ///
     /// Dropping the guard cannot wait: it clears the local state and spawns
-    /// the release on a clone of the connection. Use
+    /// the release on a clone of the connection (outside a tokio runtime,
+    /// the lock expires after its time to live instead). Use
     /// [`AsyncLockGuard::unlock`] to wait for it and see its outcome.
     ///
     /// ```no_run

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::fake::FakeServer;
 use common::*;
 use redis::Commands;
-use redis_lock::{AsyncLocker, Locker, Options};
+use redis_lock::{AsyncLocker, Locker, Options, RetryStrategy};
 use testkit::{wait_for, Server};
 
 const KEY: &str = "__redis_lock_wait__";
@@ -105,6 +106,22 @@ fn a_release_wakes_the_waiter_at_once() {
 }
 
 #[test]
+fn a_wait_spans_several_slices() {
+    let server = Server::start();
+    require_wait!(server);
+    let mut conn = server.conn();
+    // Expires during the waiter's third slice (of 400 ms).
+    assert!(acquire(&mut conn, KEY, "holder", 1000).is_some());
+    let start = Instant::now();
+    let mut locker = Locker::new(server.conn(), KEY, waiting_options());
+    assert!(locker.lock().unwrap());
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(check(&mut conn, KEY, locker.token().unwrap()) > 0);
+}
+
+#[test]
 fn waiters_are_served_in_order() {
     let server = Server::start();
     require_wait!(server);
@@ -168,4 +185,97 @@ fn async_waiter_dropped_midway_leaves_no_lock() {
     assert!(!locker.is_locked());
     let mut next = Locker::new(server.conn(), KEY, Options::default());
     assert!(next.lock().unwrap());
+}
+
+/// A module from before server-side waiting: `WAIT` is refused, so the
+/// locker polls, and remembers not to ask again.
+fn server_without_wait() -> FakeServer {
+    let mut tries = 0;
+    FakeServer::start(Box::new(move |args| {
+        match args[0].to_ascii_uppercase().as_str() {
+            "LOCK.ACQUIRE" if args.len() > 4 => {
+                "-ERR WAIT is not supported by this version\r\n".into()
+            }
+            "LOCK.ACQUIRE" => {
+                tries += 1;
+                if tries % 3 == 0 {
+                    format!(":{tries}\r\n")
+                } else {
+                    "$-1\r\n".into()
+                }
+            }
+            "LOCK.RELEASE" => ":1\r\n".into(),
+            _ => "-ERR unexpected\r\n".into(),
+        }
+    }))
+}
+
+fn polling_options() -> Options {
+    Options {
+        retry_count: 5,
+        retry_delay: Duration::from_millis(10),
+        ..Options::default()
+    }
+}
+
+/// The commands: one refused WAIT, then three plain tries; then (after an
+/// unlock) plain tries only.
+fn assert_fell_back(fake: &FakeServer) {
+    let cmds = fake.commands();
+    let waits = cmds.iter().filter(|c| c.len() > 4).count();
+    assert_eq!(waits, 1, "{cmds:?}");
+    assert_eq!(&cmds[0][4..], ["WAIT", "50"], "the budget: 5 × 10 ms");
+    assert!(cmds[1..4]
+        .iter()
+        .all(|c| c[0] == "LOCK.ACQUIRE" && c.len() == 4));
+    assert_eq!(cmds[4][0], "LOCK.RELEASE");
+    assert!(cmds[5..].iter().all(|c| c.len() <= 4), "{cmds:?}");
+}
+
+#[test]
+fn sync_falls_back_to_polling_without_wait() {
+    let fake = server_without_wait();
+    let client = redis::Client::open(fake.url.as_str()).unwrap();
+    let mut locker = Locker::new(client.get_connection().unwrap(), KEY, polling_options());
+    assert!(locker.lock().unwrap());
+    assert_eq!(locker.fence(), Some(3));
+    assert_eq!(locker.server_wait_supported(), Some(false));
+    locker.unlock().unwrap();
+    assert!(locker.lock().unwrap());
+    assert_fell_back(&fake);
+}
+
+#[test]
+fn async_falls_back_to_polling_without_wait() {
+    let fake = server_without_wait();
+    let client = redis::Client::open(fake.url.as_str()).unwrap();
+    rt().block_on(async {
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut locker = AsyncLocker::new(conn, KEY, polling_options());
+        assert!(locker.lock().await.unwrap());
+        assert_eq!(locker.fence(), Some(3));
+        assert_eq!(locker.server_wait_supported(), Some(false));
+        locker.unlock().await.unwrap();
+        assert!(locker.lock().await.unwrap());
+    });
+    assert_fell_back(&fake);
+}
+
+#[test]
+fn exponential_backoff_retries_until_free() {
+    let server = Server::start();
+    let mut conn = server.conn();
+    assert!(acquire(&mut conn, KEY, "other", 300).is_some());
+    let options = Options {
+        retry_count: 10,
+        retry_delay: Duration::from_millis(20),
+        retry_strategy: RetryStrategy::exponential(Duration::from_millis(200)),
+        wait_in_server: false,
+        ..Options::default()
+    };
+    let mut locker = Locker::new(server.conn(), KEY, options);
+    let start = Instant::now();
+    assert!(locker.lock().unwrap());
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert!(check(&mut conn, KEY, locker.token().unwrap()) > 0);
 }

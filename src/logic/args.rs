@@ -186,7 +186,16 @@ mod tests {
     fn integers() {
         assert_eq!(parse_u64(b"0"), Some(0));
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"-1", b"+1", b"1.5", b"1e3", b" 1", b"18446744073709551616", b"0x10"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1.5",
+            b"1e3",
+            b" 1",
+            b"18446744073709551616",
+            b"0x10",
+        ] {
             assert_eq!(parse_u64(bad), None, "{bad:?}");
         }
     }
@@ -200,7 +209,10 @@ mod tests {
     #[test]
     fn wait_option_any_case() {
         assert_eq!(acquire(&["t", "10", "wait", "0"]).unwrap().wait_ms, Some(0));
-        assert_eq!(acquire(&["t", "10", "WAIT", "250"]).unwrap().wait_ms, Some(250));
+        assert_eq!(
+            acquire(&["t", "10", "WAIT", "250"]).unwrap().wait_ms,
+            Some(250)
+        );
     }
 
     #[test]
@@ -210,7 +222,11 @@ mod tests {
             assert_eq!(acquire(&["t", bad]), Err(ArgError::BadTtl { max }), "{bad}");
         }
         for big in ["86400001", "99999999999999999999999"] {
-            assert_eq!(acquire(&["t", big]), Err(ArgError::TtlTooLarge { max }), "{big}");
+            assert_eq!(
+                acquire(&["t", big]),
+                Err(ArgError::TtlTooLarge { max }),
+                "{big}"
+            );
         }
     }
 
@@ -227,9 +243,18 @@ mod tests {
     fn bad_options() {
         assert_eq!(acquire(&["t"]), Err(ArgError::Arity));
         assert_eq!(acquire(&["t", "10", "NX"]), Err(ArgError::UnknownOption));
-        assert_eq!(acquire(&["t", "10", "WAIT"]), Err(ArgError::MissingWaitTimeout));
-        assert_eq!(acquire(&["t", "10", "WAIT", "-1"]), Err(ArgError::BadWaitTimeout));
-        assert_eq!(acquire(&["t", "10", "WAIT", "1.5"]), Err(ArgError::BadWaitTimeout));
+        assert_eq!(
+            acquire(&["t", "10", "WAIT"]),
+            Err(ArgError::MissingWaitTimeout)
+        );
+        assert_eq!(
+            acquire(&["t", "10", "WAIT", "-1"]),
+            Err(ArgError::BadWaitTimeout)
+        );
+        assert_eq!(
+            acquire(&["t", "10", "WAIT", "1.5"]),
+            Err(ArgError::BadWaitTimeout)
+        );
         assert_eq!(
             acquire(&["t", "10", "WAIT", "1", "WAIT", "2"]),
             Err(ArgError::DuplicateWait)
@@ -240,8 +265,14 @@ mod tests {
     fn token_only() {
         assert_eq!(parse_token_only([&b"t"[..]], &LIMITS), Ok(&b"t"[..]));
         assert_eq!(parse_token_only([], &LIMITS), Err(ArgError::Arity));
-        assert_eq!(parse_token_only([&b"a"[..], b"b"], &LIMITS), Err(ArgError::Arity));
-        assert_eq!(parse_token_only([&b""[..]], &LIMITS), Err(ArgError::EmptyToken));
+        assert_eq!(
+            parse_token_only([&b"a"[..], b"b"], &LIMITS),
+            Err(ArgError::Arity)
+        );
+        assert_eq!(
+            parse_token_only([&b""[..]], &LIMITS),
+            Err(ArgError::EmptyToken)
+        );
     }
 
     #[test]

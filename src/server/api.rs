@@ -6,6 +6,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::slice;
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis_module::raw;
@@ -121,7 +122,10 @@ pub fn reply_error(ctx: Ctx, msg: &str) -> c_int {
     let mut buf = Vec::with_capacity(msg.len() + 1);
     buf.extend(msg.bytes().filter(|b| *b != 0));
     buf.push(0);
-    call!(RedisModule_ReplyWithError(ctx, buf.as_ptr().cast::<c_char>()))
+    call!(RedisModule_ReplyWithError(
+        ctx,
+        buf.as_ptr().cast::<c_char>()
+    ))
 }
 
 /// Replies with a static error.
@@ -140,7 +144,46 @@ pub fn signal_modified(ctx: Ctx, key: RStr) {
 
 /// Fires a keyspace notification like the plain commands would.
 pub fn notify(ctx: Ctx, class: c_int, event: &CStr, key: RStr) {
-    call!(RedisModule_NotifyKeyspaceEvent(ctx, class, event.as_ptr(), key));
+    call!(RedisModule_NotifyKeyspaceEvent(
+        ctx,
+        class,
+        event.as_ptr(),
+        key
+    ));
+}
+
+/// A module string owned by the module, freed on drop.
+pub struct OwnedString(RStr);
+
+impl OwnedString {
+    pub fn new(bytes: &[u8]) -> OwnedString {
+        OwnedString(call!(RedisModule_CreateString(
+            std::ptr::null_mut(),
+            bytes.as_ptr().cast::<c_char>(),
+            bytes.len()
+        )))
+    }
+
+    pub fn ptr(&self) -> RStr {
+        self.0
+    }
+}
+
+impl Drop for OwnedString {
+    fn drop(&mut self) {
+        call!(RedisModule_FreeString(std::ptr::null_mut(), self.0));
+    }
+}
+
+/// `PXAT`, created at load and kept: replication shares it instead of
+/// allocating a copy per call.
+static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Creates the shared strings; called once at load.
+pub fn init_shared_strings() {
+    let pxat = OwnedString::new(b"PXAT");
+    PXAT.store(pxat.0, Relaxed);
+    std::mem::forget(pxat);
 }
 
 /// Propagates `SET key value PXAT abs_ms` to replicas and the AOF.
@@ -148,11 +191,11 @@ pub fn replicate_set(ctx: Ctx, key: RStr, value: &[u8], abs_ms: i64) {
     call!(RedisModule_Replicate(
         ctx,
         c"SET".as_ptr(),
-        c"sbcl".as_ptr(),
+        c"sbsl".as_ptr(),
         key,
         value.as_ptr().cast::<c_char>(),
         value.len(),
-        c"PXAT".as_ptr(),
+        PXAT.load(Relaxed),
         abs_ms as std::ffi::c_longlong,
     ));
 }

@@ -8,9 +8,9 @@ use redis_module::raw;
 
 use super::api::{self, Ctx, RStr};
 use super::config::{limits, max_waiters};
-use super::waiters::{self, BlockError};
 use super::key::{Key, Kind};
 use super::stats;
+use super::waiters::{self, BlockError};
 use crate::logic::args::{parse_acquire, parse_token_only, ArgError};
 use crate::logic::decide::{self, could_hold, Standing};
 use crate::logic::fence::next_fence;
@@ -19,7 +19,8 @@ use crate::logic::value::{decode, encode_into, encoded_len, HEADER_LEN};
 /// The last fence this server issued (main thread only).
 static LAST_FENCE: AtomicU64 = AtomicU64::new(0);
 
-const WRONGTYPE: &std::ffi::CStr = c"WRONGTYPE Operation against a key holding the wrong kind of value";
+const WRONGTYPE: &std::ffi::CStr =
+    c"WRONGTYPE Operation against a key holding the wrong kind of value";
 
 /// The key holds a type other than a string.
 pub struct WrongType;
@@ -63,8 +64,9 @@ pub fn grant(
     let now = api::now_us();
     let fence = next_fence(previous, LAST_FENCE.load(Relaxed), now);
     let abs_ms = expiry_at(now, ttl_ms);
-    if !key.set_value(encoded_len(token.len()), |buf| encode_into(buf, fence, token))
-        || !key.set_abs_expire(abs_ms)
+    if !key.set_value(encoded_len(token.len()), |buf| {
+        encode_into(buf, fence, token)
+    }) || !key.set_abs_expire(abs_ms)
     {
         return None;
     }
@@ -72,7 +74,12 @@ pub fn grant(
     api::replicate_set(ctx, name, key.value(), abs_ms);
     api::signal_modified(ctx, name);
     api::notify(ctx, raw::REDISMODULE_NOTIFY_STRING as c_int, c"set", name);
-    api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire", name);
+    api::notify(
+        ctx,
+        raw::REDISMODULE_NOTIFY_GENERIC as c_int,
+        c"expire",
+        name,
+    );
     Some(fence)
 }
 
@@ -121,7 +128,12 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             }
             api::replicate_pexpireat(ctx, *name, abs_ms);
             api::signal_modified(ctx, *name);
-            api::notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire", *name);
+            api::notify(
+                ctx,
+                raw::REDISMODULE_NOTIFY_GENERIC as c_int,
+                c"expire",
+                *name,
+            );
             stats::RENEWED.incr();
             reply_fence(ctx, fence)
         }
@@ -129,7 +141,15 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             Some(wait_ms) if waiters::can_block(ctx) => {
                 let deadline = key.abs_expire();
                 drop(key);
-                match waiters::block(ctx, *name, req.token, req.ttl_ms, wait_ms, deadline, max_waiters()) {
+                match waiters::block(
+                    ctx,
+                    *name,
+                    req.token,
+                    req.ttl_ms,
+                    wait_ms,
+                    deadline,
+                    max_waiters(),
+                ) {
                     Ok(()) => raw::REDISMODULE_OK as c_int,
                     Err(BlockError::Full(max)) => {
                         stats::ERRORS.incr();
@@ -236,7 +256,9 @@ pub extern "C" fn info(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         Kind::Other => return wrong_type(ctx),
         Kind::Empty => (false, None),
         // Only a value long enough to be a lock is read.
-        Kind::String if key.value_len() > HEADER_LEN => (true, decode(key.value()).map(|v| v.fence)),
+        Kind::String if key.value_len() > HEADER_LEN => {
+            (true, decode(key.value()).map(|v| v.fence))
+        }
         Kind::String => (true, None),
     };
     let ttl = match held.then(|| key.abs_expire()) {

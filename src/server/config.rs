@@ -28,7 +28,9 @@ pub const MAX_MAX_TOKEN_LENGTH: i64 = 65_536;
 pub fn limits() -> Limits {
     Limits {
         max_ttl_ms: MAX_TTL.load(Relaxed).clamp(1, MAX_MAX_TTL) as u64,
-        max_token_len: MAX_TOKEN_LENGTH.load(Relaxed).clamp(1, MAX_MAX_TOKEN_LENGTH) as usize,
+        max_token_len: MAX_TOKEN_LENGTH
+            .load(Relaxed)
+            .clamp(1, MAX_MAX_TOKEN_LENGTH) as usize,
     }
 }
 

@@ -81,10 +81,14 @@ impl Key {
         unsafe { slice::from_raw_parts(ptr.cast::<u8>(), len) }
     }
 
-    /// Replaces the value with `len` bytes that `fill` writes (one
-    /// allocation, raw encoding). False if the key cannot be written.
+    /// Replaces the value with `len` bytes that `fill` writes. The string
+    /// is raw-encoded, so later reads hand out its buffer without
+    /// re-encoding (a compact embstr value would be copied and re-stored on
+    /// every read).
     pub fn set_value(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
-        if self.ptr.is_null() || call!(RedisModule_StringTruncate(self.ptr, len)) != raw::REDISMODULE_OK as c_int {
+        if self.ptr.is_null()
+            || call!(RedisModule_StringTruncate(self.ptr, len)) != raw::REDISMODULE_OK as c_int
+        {
             return false;
         }
         let mut got = 0usize;
@@ -103,7 +107,8 @@ impl Key {
 
     /// Sets the absolute expiry (Unix time in ms).
     pub fn set_abs_expire(&mut self, abs_ms: i64) -> bool {
-        !self.ptr.is_null() && call!(RedisModule_SetAbsExpire(self.ptr, abs_ms)) == raw::REDISMODULE_OK as c_int
+        !self.ptr.is_null()
+            && call!(RedisModule_SetAbsExpire(self.ptr, abs_ms)) == raw::REDISMODULE_OK as c_int
     }
 
     /// The absolute expiry (Unix ms), `None` when the key has none.
@@ -116,7 +121,8 @@ impl Key {
     }
 
     pub fn delete(&mut self) -> bool {
-        !self.ptr.is_null() && call!(RedisModule_DeleteKey(self.ptr)) == raw::REDISMODULE_OK as c_int
+        !self.ptr.is_null()
+            && call!(RedisModule_DeleteKey(self.ptr)) == raw::REDISMODULE_OK as c_int
     }
 }
 

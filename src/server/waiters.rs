@@ -248,8 +248,8 @@ pub extern "C" fn on_server_event(
     subevent: u64,
     _data: *mut c_void,
 ) {
-    let flush_started = eid.id == raw::REDISMODULE_EVENT_FLUSHDB as u64
-        && subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END as u64;
+    let flush_started = eid.id == raw::REDISMODULE_EVENT_FLUSHDB
+        && subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END;
     if flush_started {
         return;
     }
@@ -267,7 +267,12 @@ fn schedule(ctx: Ctx, keys: Vec<(i32, Box<[u8]>)>) {
 fn arm_pending(ctx: Ctx) {
     let arm = PENDING.with(|p| !std::mem::replace(&mut p.borrow_mut().armed, true));
     if arm {
-        call!(RedisModule_CreateTimer(ctx, 0, Some(run_pending), ptr::null_mut()));
+        call!(RedisModule_CreateTimer(
+            ctx,
+            0,
+            Some(run_pending),
+            ptr::null_mut()
+        ));
     }
 }
 
@@ -285,7 +290,12 @@ extern "C" fn run_pending(ctx: Ctx, _data: *mut c_void) {
 fn arm_sweep(ctx: Ctx) {
     let arm = PENDING.with(|p| !std::mem::replace(&mut p.borrow_mut().sweeping, true));
     if arm {
-        call!(RedisModule_CreateTimer(ctx, SWEEP_MS, Some(sweep), ptr::null_mut()));
+        call!(RedisModule_CreateTimer(
+            ctx,
+            SWEEP_MS,
+            Some(sweep),
+            ptr::null_mut()
+        ));
     }
 }
 
@@ -301,29 +311,6 @@ extern "C" fn sweep(ctx: Ctx, _data: *mut c_void) {
     }
 }
 
-/// A module string for a key name, freed on drop.
-struct Name {
-    ctx: Ctx,
-    ptr: RStr,
-}
-
-impl Name {
-    fn new(ctx: Ctx, bytes: &[u8]) -> Name {
-        let ptr = call!(RedisModule_CreateString(
-            ctx,
-            bytes.as_ptr().cast::<c_char>(),
-            bytes.len()
-        ));
-        Name { ctx, ptr }
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        call!(RedisModule_FreeString(self.ctx, self.ptr));
-    }
-}
-
 /// Grants a free key to its head waiter, or arms the deadline timer of a
 /// held one.
 fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
@@ -332,12 +319,12 @@ fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
     {
         return;
     }
-    let name = Name::new(ctx, key_bytes);
+    let name = api::OwnedString::new(key_bytes);
     // Opening for write expires a key past its deadline (and replicates the DEL).
-    let mut key = Key::write(ctx, name.ptr);
+    let mut key = Key::write(ctx, name.ptr());
     match key.kind() {
         Kind::Empty => {
-            hand_off(ctx, &mut key, name.ptr, None);
+            hand_off(ctx, &mut key, name.ptr(), None);
         }
         Kind::String | Kind::Other => {
             if let Some(at) = key.abs_expire() {
@@ -353,10 +340,16 @@ fn revoke(ctx: Ctx, granted: Granted) {
     if call!(RedisModule_SelectDb(ctx, granted.db)) != raw::REDISMODULE_OK as c_int {
         return;
     }
-    let name = Name::new(ctx, &granted.key);
-    let mut key = Key::write(ctx, name.ptr);
+    let name = api::OwnedString::new(&granted.key);
+    let mut key = Key::write(ctx, name.ptr());
     // Another type now (the key was replaced): nothing of ours to take back.
-    let _ = super::commands::release_if_held(ctx, &mut key, name.ptr, &granted.token, Some(granted.fence));
+    let _ = super::commands::release_if_held(
+        ctx,
+        &mut key,
+        name.ptr(),
+        &granted.token,
+        Some(granted.fence),
+    );
 }
 
 /// Data of a deadline timer.
@@ -397,7 +390,9 @@ extern "C" fn deadline_reached(ctx: Ctx, data: *mut c_void) {
     // SAFETY: created by `arm_deadline`; a fired timer hands its data back.
     let deadline = unsafe { Box::from_raw(data.cast::<Deadline>()) };
     let (db, key) = (deadline.db, &deadline.key);
-    let ours = QUEUES.with(|q| q.borrow().timer(db, key)).is_some_and(|(_, at)| at == deadline.at);
+    let ours = QUEUES
+        .with(|q| q.borrow().timer(db, key))
+        .is_some_and(|(_, at)| at == deadline.at);
     if ours {
         queues(|q| q.set_timer(db, key, None));
     }

@@ -2,6 +2,8 @@
 //! lockers, so that the seed's suite runs through both.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -51,6 +51,17 @@ test-valkey: build deps-valkey
 	@echo "make: integration suite against $$($(VALKEY_SERVER) --version)"
 	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test --workspace --tests
 
+# The client's `basic` example (the seed's Example) against a throw-away server.
+example: build
+	@port=$$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'); \
+	$(REDIS_SERVER) --port $$port --bind 127.0.0.1 --save '' --daemonize yes --loadmodule $(abspath $(MODULE)) >/dev/null && sleep 0.3; \
+	REDIS_URL=redis://127.0.0.1:$$port/ $(CARGO) run --release -q -p redis-lock --example basic; rc=$$?; \
+	redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$rc
+
+# The benchmark: starts its own servers, prints the table, rewrites bench/results/.
+bench: build
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) run --release -q -p lock-bench
+
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

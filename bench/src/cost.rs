@@ -587,56 +587,70 @@ pub fn scale(
             } else {
                 "lock.release"
             };
-            let side = |port, conn, cmdstat, args: &Vec<String>| Side {
-                port,
-                conn,
-                cmdstat,
-                args: args.clone(),
-            };
-            let (res, secs) = run_sides(
-                &mut [
-                    side(big.0, &mut cb, cmdstat, add),
-                    side(small.0, &mut cs, cmdstat, add),
-                    side(big.0, &mut cb2, remover, remove),
-                    side(small.0, &mut cs2, remover, remove),
-                ],
-                calls,
-                churn_keys,
-                Window::WhileBoth,
-            );
-            let (b, s) = (&res[0], &res[1]);
-            let ratio = b.us_per_call / s.us_per_call;
-            let (kb, ks) = (util::dbsize(&mut cb), util::dbsize(&mut cs));
-            let mix = |m: &HashMap<String, i64>| {
+            // One server at a time (two servers at once on a small machine
+            // preempt each other inside commands, which swamps the figure),
+            // alternating which goes first.
+            let mut us = [0.0f64; 2];
+            let mut mixes = [String::new(), String::new()];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for which in order {
+                let (port, conn, conn2) = if which == 0 {
+                    (big.0, &mut cb, &mut cb2)
+                } else {
+                    (small.0, &mut cs, &mut cs2)
+                };
+                let (res, _) = run_sides(
+                    &mut [
+                        Side {
+                            port,
+                            conn,
+                            cmdstat,
+                            args: add.clone(),
+                        },
+                        Side {
+                            port,
+                            conn: conn2,
+                            cmdstat: remover,
+                            args: remove.clone(),
+                        },
+                    ],
+                    calls,
+                    churn_keys,
+                    Window::WhileBoth,
+                );
+                us[which] = res[0].us_per_call;
+                let m = &res[0].lock_stats;
                 let g = m.get("lock_acquired").copied().unwrap_or(0);
                 let n = m.get("lock_renewed").copied().unwrap_or(0);
-                format!("{} / {}", pct(g, g + n), pct(n, g + n))
-            };
+                mixes[which] = format!("{} / {}", pct(g, g + n), pct(n, g + n));
+            }
+            let ratio = us[0] / us[1];
+            let (kb, ks) = (util::dbsize(&mut cb), util::dbsize(&mut cs));
             eprintln!(
-                "  scale round {}, {cmdstat}: {:.3} vs {:.3} µs/call ({ratio:.2}×, {secs:.1} s)",
+                "  scale round {}, {cmdstat}: {:.3} vs {:.3} µs/call ({ratio:.2}×)",
                 round + 1,
-                b.us_per_call,
-                s.us_per_call,
+                us[0],
+                us[1],
             );
             table.push(vec![
                 format!("{}", round + 1),
                 cmdstat.to_uppercase(),
-                format!("{:.3}", b.us_per_call),
-                format!("{:.3}", s.us_per_call),
+                format!("{:.3}", us[0]),
+                format!("{:.3}", us[1]),
                 format!("{ratio:.2}×"),
                 format!("{} / {}", thousands(kb), thousands(ks)),
                 if cmdstat == "set" {
                     String::new()
                 } else {
-                    format!("{}; {}", mix(&b.lock_stats), mix(&s.lock_stats))
+                    format!("{}; {}", mixes[0], mixes[1])
                 },
             ]);
             if cmdstat == "set" {
                 set_ratios.push(ratio);
             } else {
                 module_ratios.push(ratio);
-                bigs.push(b.us_per_call);
-                smalls.push(s.us_per_call);
+                bigs.push(us[0]);
+                smalls.push(us[1]);
             }
         }
     }
@@ -675,11 +689,14 @@ pub fn scale(
         title: format!("6. Scale: ACQUIRE cost with 1,000 vs {big_label} live locks"),
         method: format!(
             "Two servers with the module: one also holds the {big_label} locks of measurement 5 (15-minute \
-             TTL), the other nothing else. On each, 1,000 churn locks are held with one token; then four \
-             redis-benchmark processes run at once, two per server: `{}` and `{}`. An ACQUIRE is a fresh grant \
+             TTL), the other nothing else. On each, 1,000 churn locks are held with one token; then two \
+             redis-benchmark processes run at once against one server, then against the other (alternating \
+             which goes first): `{}` and `{}`. An ACQUIRE is a fresh grant \
              when the other process has just released the key, a renewal otherwise; no lock expires during the \
              run, so no expiry work (done by the cron on one server, inside commands on the other) skews the \
-             figures. The LOCK.ACQUIRE µs/call of the two servers are compared. As the baseline, each round \
+             figures. The servers take turns rather than run together: two busy servers on a small machine \
+             preempt each other in the middle of commands, which swamps the difference sought. The \
+             LOCK.ACQUIRE µs/call of the two servers are compared. As the baseline, each round \
              then does the same with `SET key token NX PX` and `DEL` on 1,000 other keys: a bigger database \
              costs Redis itself more per command (hash-table and cache misses), so the module is flat when its \
              growth matches SET's. Medians of {} rounds.",

@@ -35,8 +35,9 @@ use crate::report::Report;
 /// quick smoke run.
 struct Plan {
     cost: CostSizes,
-    rt_rounds: usize,
-    rt_dur: Duration,
+    /// Time slices per kind in measurement 2, and their length.
+    rt_slices: usize,
+    rt_slice: Duration,
     contention: ContentionSizes,
     bulk_locks: u64,
 }
@@ -51,8 +52,8 @@ impl Plan {
                 release_keys: 300_000,
                 check_keys: 200_000,
             },
-            rt_rounds: 3,
-            rt_dur: Duration::from_millis(1500),
+            rt_slices: 40,
+            rt_slice: Duration::from_millis(100),
             contention: ContentionSizes {
                 waiter_counts: [1, 100, 1000],
                 handoff_max: Duration::from_secs(5),
@@ -75,8 +76,8 @@ impl Plan {
                 release_keys: 50_000,
                 check_keys: 100_000,
             },
-            rt_rounds: 1,
-            rt_dur: Duration::from_millis(300),
+            rt_slices: 4,
+            rt_slice: Duration::from_millis(100),
             contention: ContentionSizes {
                 waiter_counts: [1, 100, 1000],
                 handoff_max: Duration::from_millis(800),
@@ -250,7 +251,7 @@ fn main() {
     }
     if run(2) {
         phase(2, "client round trips");
-        roundtrip::round_trips(&mut report, &url, plan.rt_rounds, plan.rt_dur);
+        roundtrip::round_trips(&mut report, &url, plan.rt_slices, plan.rt_slice);
     }
     if run(3) || run(4) {
         phase(3, "hand-off and fairness (3, 4)");

@@ -10,7 +10,7 @@ use redis::{Connection, Value};
 use redis_lock::{Locker, Options};
 
 use crate::report::{RatioBar, Report, Row, Section, Table, Target};
-use crate::util::{self, median, thousands, Rng};
+use crate::util::{self, thousands, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -22,78 +22,96 @@ enum Kind {
     Seed,
 }
 
-/// Operations per second over `conns` connections, each on its own key.
-fn rate(url: &str, kind: Kind, conns: usize, dur: Duration, sha: &str) -> f64 {
+const KINDS: [Kind; 3] = [Kind::Ping, Kind::Client, Kind::Seed];
+
+/// The kind measured in slice `k`: every three slices hold one of each
+/// kind, in an order that rotates so none always comes first.
+fn kind_of(k: usize) -> Kind {
+    KINDS[(k + k / 3) % 3]
+}
+
+/// Operations per second of each kind (indexed by `Kind as usize`) over
+/// `conns` connections, each on its own key. The kinds take turns in
+/// `slice`-long time slices, `per_kind` each, all connections switching
+/// together: a disturbance of the machine hits all kinds alike.
+fn rates(url: &str, conns: usize, per_kind: usize, slice: Duration, sha: &str) -> [f64; 3] {
     let connections: Vec<Connection> = (0..conns).map(|_| util::connect(url)).collect();
     let barrier = Arc::new(Barrier::new(conns + 1));
+    let start = Instant::now() + Duration::from_millis(100);
+    let slices = 3 * per_kind;
     let mut handles = Vec::new();
-    for (i, conn) in connections.into_iter().enumerate() {
+    for (i, mut conn) in connections.into_iter().enumerate() {
         let barrier = Arc::clone(&barrier);
         let sha = sha.to_owned();
         handles.push(thread::spawn(move || {
             let key = format!("rt:{i}");
+            let mut rng = Rng::from_time(i as u64);
+            let mut counts = [0u64; 3];
+            let ping = redis::cmd("PING");
             barrier.wait();
-            let end = Instant::now() + dur;
-            let mut count = 0u64;
-            match kind {
-                Kind::Ping => {
-                    let mut conn = conn;
-                    let ping = redis::cmd("PING");
-                    while Instant::now() < end {
-                        let _: Value = ping.query(&mut conn).expect("PING");
-                        count += 1;
+            thread::sleep(start.saturating_duration_since(Instant::now()));
+            for k in 0..slices {
+                let end = start + slice * (k as u32 + 1);
+                let kind = kind_of(k);
+                let count = &mut counts[kind as usize];
+                match kind {
+                    Kind::Ping => {
+                        while Instant::now() < end {
+                            let _: Value = ping.query(&mut conn).expect("PING");
+                            *count += 1;
+                        }
                     }
-                }
-                Kind::Client => {
-                    let mut locker = Locker::new(conn, key, Options::default());
-                    while Instant::now() < end {
-                        assert!(locker.lock().expect("lock()"), "uncontended lock refused");
-                        locker.unlock().expect("unlock()");
-                        count += 1;
+                    Kind::Client => {
+                        let mut locker = Locker::new(&mut conn, key.as_str(), Options::default());
+                        while Instant::now() < end {
+                            assert!(locker.lock().expect("lock()"), "uncontended lock refused");
+                            locker.unlock().expect("unlock()");
+                            *count += 1;
+                        }
                     }
-                }
-                Kind::Seed => {
-                    let mut conn = conn;
-                    let mut rng = Rng::from_time(i as u64);
-                    while Instant::now() < end {
-                        // The seed makes a fresh 16-byte token per Lock().
-                        let token = rng.token();
-                        let ok: Value = redis::cmd("SET")
-                            .arg(&key)
-                            .arg(&token)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(5000)
-                            .query(&mut conn)
-                            .expect("SET NX PX");
-                        assert_eq!(ok, Value::Okay, "uncontended SET NX refused");
-                        let n: i64 = redis::cmd("EVALSHA")
-                            .arg(&sha)
-                            .arg(1)
-                            .arg(&key)
-                            .arg(&token)
-                            .query(&mut conn)
-                            .expect("EVALSHA");
-                        assert_eq!(n, 1, "seed release failed");
-                        count += 1;
+                    Kind::Seed => {
+                        while Instant::now() < end {
+                            // The seed makes a fresh 16-byte token per Lock().
+                            let token = rng.token();
+                            let ok: Value = redis::cmd("SET")
+                                .arg(&key)
+                                .arg(&token)
+                                .arg("NX")
+                                .arg("PX")
+                                .arg(5000)
+                                .query(&mut conn)
+                                .expect("SET NX PX");
+                            assert_eq!(ok, Value::Okay, "uncontended SET NX refused");
+                            let n: i64 = redis::cmd("EVALSHA")
+                                .arg(&sha)
+                                .arg(1)
+                                .arg(&key)
+                                .arg(&token)
+                                .query(&mut conn)
+                                .expect("EVALSHA");
+                            assert_eq!(n, 1, "seed release failed");
+                            *count += 1;
+                        }
                     }
                 }
             }
-            count
+            counts
         }));
     }
     barrier.wait();
-    let start = Instant::now();
-    let total: u64 = handles
-        .into_iter()
-        .map(|h| h.join().expect("round-trip thread"))
-        .sum();
-    total as f64 / start.elapsed().as_secs_f64()
+    let mut total = [0u64; 3];
+    for h in handles {
+        let c = h.join().expect("round-trip thread");
+        for (t, c) in total.iter_mut().zip(c) {
+            *t += c;
+        }
+    }
+    let secs = slice.as_secs_f64() * per_kind as f64;
+    total.map(|t| t as f64 / secs)
 }
 
-/// Runs measurement 2: `rounds` rounds, each measuring every kind with 1 and
-/// with 16 connections for `dur`, interleaved.
-pub fn round_trips(report: &mut Report, url: &str, rounds: usize, dur: Duration) {
+/// Runs measurement 2 with 1 and with 16 connections.
+pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Duration) {
     let mut conn = util::connect(url);
     let sha = util::script_load(&mut conn, util::DEL_SCRIPT);
     let mut table = Table::new(&[
@@ -105,40 +123,9 @@ pub fn round_trips(report: &mut Report, url: &str, rounds: usize, dur: Duration)
         "ratio client ÷ seed",
     ]);
     for (row, conns) in [1usize, 16].into_iter().enumerate() {
-        let mut ping = Vec::new();
-        let mut client = Vec::new();
-        let mut seed = Vec::new();
-        let mut ratios = Vec::new();
-        for round in 0..rounds {
-            // Alternate the order so neither side always runs first.
-            let order = if round % 2 == 0 {
-                [Kind::Ping, Kind::Client, Kind::Seed]
-            } else {
-                [Kind::Seed, Kind::Client, Kind::Ping]
-            };
-            let mut got = [0.0f64; 3];
-            for kind in order {
-                let r = rate(url, kind, conns, dur, &sha);
-                got[kind as usize] = r;
-            }
-            eprintln!(
-                "  {conns} conn(s) round {}: PING {:.0}/s, client {:.0}/s, seed {:.0}/s",
-                round + 1,
-                got[0],
-                got[1],
-                got[2]
-            );
-            ping.push(got[0]);
-            client.push(got[1]);
-            seed.push(got[2]);
-            ratios.push(got[1] / got[2]);
-        }
-        let (p, c, s, ratio) = (
-            median(&ping),
-            median(&client),
-            median(&seed),
-            median(&ratios),
-        );
+        let [p, c, s] = rates(url, conns, per_kind, slice, &sha);
+        let ratio = c / s;
+        eprintln!("  {conns} connection(s): PING {p:.0}/s, client {c:.0}/s, seed {s:.0}/s");
         let ceiling = p / 2.0;
         let of = |v: f64| {
             format!(
@@ -183,7 +170,10 @@ pub fn round_trips(report: &mut Report, url: &str, rounds: usize, dur: Duration)
              `Locker::new(conn, key, Options::default())`, then `lock()` + `unlock()` in a loop \
              (LOCK.ACQUIRE + LOCK.RELEASE). Seed: a fresh 24-char token, `SET key token NX PX 5000`, then \
              `EVALSHA` of the seed's compare-and-delete script. Both need two round trips per cycle, so the \
-             ceiling is PING round trips ÷ 2. {dur:?} per figure, {rounds} interleaved rounds, medians."
+             ceiling is PING round trips ÷ 2. PING, client and seed take turns in {slice:?} slices, all \
+             connections switching together, {per_kind} slices each ({:?} per figure), so a disturbance of the \
+             machine hits all three alike.",
+            slice * per_kind as u32
         ),
         table,
     });

@@ -92,4 +92,21 @@ mod tests {
             assert_eq!(decode(v), None, "{v:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Any stored bytes decode to a lock or to nothing, never a panic;
+        /// what decodes re-encodes to the same bytes.
+        #[test]
+        fn decoding_any_bytes_is_total(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Some(v) = decode(&bytes) {
+                proptest::prop_assert_eq!(encode(v.fence, v.token), bytes.clone());
+            }
+        }
+
+        #[test]
+        fn encoding_round_trips(fence in 1..=MAX_FENCE, token in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64)) {
+            let v = encode(fence, &token);
+            proptest::prop_assert_eq!(decode(&v), Some(LockValue { fence, token: &token }));
+        }
+    }
 }

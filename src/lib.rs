@@ -122,6 +122,16 @@ fn subscribe(ctx: &Context) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `MODULE UNLOAD` is refused while clients wait or timers are armed: their
+/// callbacks live in this library.
+fn deinit(ctx: &Context) -> Status {
+    if waiters::busy() {
+        ctx.log_warning("lock: cannot unload while clients wait for locks");
+        return Status::Err;
+    }
+    Status::Ok
+}
+
 #[cfg(not(test))]
 macro_rules! allocator {
     () => {
@@ -142,6 +152,7 @@ redis_module::redis_module! {
     allocator: (allocator!(), allocator!()),
     data_types: [],
     init: init,
+    deinit: deinit,
     configurations: [
         i64: [
             ["max-ttl", &MAX_TTL, DEFAULT_MAX_TTL, 1, MAX_MAX_TTL, ConfigurationFlags::DEFAULT, None],

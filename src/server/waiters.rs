@@ -82,6 +82,12 @@ pub fn waiting(db: i32, key: &[u8]) -> usize {
     })
 }
 
+/// Whether timers or waiters still reference the module's code: it must
+/// not be unloaded then.
+pub fn busy() -> bool {
+    total() > 0 || PENDING.with(|p| p.try_borrow().map_or(true, |p| p.armed || p.sweeping))
+}
+
 /// Live waiters on all keys.
 pub fn total() -> usize {
     QUEUES.with(|q| q.try_borrow().map_or(0, |q| q.total()))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, Value};
 
-use crate::report::{LatencyBar, Report, Row, Section, Table, Target};
+use crate::report::{FairnessBar, LatencyBar, Report, Row, Section, Table, Target};
 use crate::util::{self, median, ms, now_ns, thousands, Latency, Rng};
 
 /// How a client waits for a busy lock.
@@ -477,7 +477,9 @@ const HOLD: Duration = Duration::from_millis(1);
 
 /// Measurements 3 and 4. Without WAIT in the module, the module's rows are
 /// skipped and only the polling baselines run.
-pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionSizes) {
+/// `skip_wait`: why the module's WAIT is not measured (None: it is).
+pub fn contention(report: &mut Report, url: &str, skip_wait: Option<&str>, sizes: ContentionSizes) {
+    let wait = skip_wait.is_none();
     let mut conn = util::connect(url);
     let sha = util::script_load(&mut conn, util::DEL_SCRIPT);
     let modes: Vec<Mode> = [
@@ -488,7 +490,7 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
     .into_iter()
     .filter(|m| wait || *m != Mode::Wait)
     .collect();
-    let no_wait = "WAIT not in this module build";
+    let no_wait = skip_wait.unwrap_or_default();
 
     // 3. Release hand-off.
     let mut table = Table::new(&[
@@ -502,8 +504,26 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
     ]);
     let mut wait_results: Vec<(usize, Option<Latency>)> = Vec::new();
     let mut poll_summary: Vec<(usize, String)> = Vec::new();
+    let not_measured = |group: String| LatencyBar {
+        group,
+        mode: format!("module WAIT ({no_wait})"),
+        p50: f64::NAN,
+        p99: f64::NAN,
+        targets: None,
+    };
+    let group_name = |n: usize| {
+        format!(
+            "release → next holder, {} waiter{}",
+            thousands(n as u64),
+            if n == 1 { "" } else { "s" }
+        )
+    };
+    let expiry_group = "lock deadline → waiter holds (holder never releases)";
     for &n in &sizes.waiter_counts {
         let mut polls = Vec::new();
+        if !wait {
+            report.latency_bars.push(not_measured(group_name(n)));
+        }
         for &mode in &modes {
             let r = handoff_run(
                 url,
@@ -534,11 +554,7 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
                         thousands(run.tries_per_sec as u64),
                     ]);
                     report.latency_bars.push(LatencyBar {
-                        group: format!(
-                            "release → next holder, {} waiter{}",
-                            thousands(n as u64),
-                            if n == 1 { "" } else { "s" }
-                        ),
+                        group: group_name(n),
                         mode: mode.label(),
                         p50: l.p50,
                         p99: l.p99,
@@ -609,6 +625,9 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
     // 3, expiry hand-off.
     let mut wait_expiry = None;
     let mut poll_expiry = Vec::new();
+    if !wait {
+        report.latency_bars.push(not_measured(expiry_group.into()));
+    }
     for &mode in &modes {
         match expiry_run(url, mode, 4, sizes.expiry_max, sizes.expiry_samples) {
             Ok(l) => {
@@ -629,7 +648,7 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
                     String::new(),
                 ]);
                 report.latency_bars.push(LatencyBar {
-                    group: "lock deadline → waiter holds (holder never releases)".into(),
+                    group: expiry_group.into(),
                     mode: mode.label(),
                     p50: l.p50,
                     p99: l.p99,
@@ -685,11 +704,13 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
              {TTL_MS}`, sleep the retry delay, try again, release with the compare-and-delete EVALSHA; after a \
              release a poller resumes at a random point of its retry period (otherwise it simply takes the lock \
              back at once). Each run stops after {} samples or {:?}, after a warm-up that lets the queue fill. \
-             \"acquire commands/s\" is the load the waiting puts on the server.\n\n\
+             \"acquire commands/s\" is the load the waiting puts on the server; where it is high, the \
+             polling clients and the server saturate the machine's CPUs, and the polling figures include that.\n\n\
              Expiry hand-off: a holder takes the lock for a random 10–110 ms and never releases it; one waiter \
              (WAIT, or polling from a random point of its period) waits for it. A sample is the time from the \
-             lock's deadline (`PEXPIRETIME`, whole ms, so up to 1 ms of Redis's own rounding is included) to the \
-             grant reply; 4 keys at once, up to {} samples or {:?}. The server runs with default `hz` 10.",
+             lock's deadline (`PEXPIRETIME`, in whole ms) to the grant reply. Redis counts a key as live through its \
+             deadline's millisecond (it expires when now > deadline), so any hand-off starts at the earliest \
+             1 ms after the deadline as measured here; 4 keys at once, up to {} samples or {:?}. The server runs with default `hz` 10.",
             sizes.handoff_samples, sizes.handoff_max, sizes.expiry_samples, sizes.expiry_max
         ),
         table,
@@ -738,6 +759,12 @@ pub fn contention(report: &mut Report, url: &str, wait: bool, sizes: ContentionS
                     format!("{:.0}", total as f64 / sizes.fairness_dur.as_secs_f64()),
                     starved.to_string(),
                 ]);
+                report.fairness_bars.push(FairnessBar {
+                    mode: mode.label(),
+                    min: min as f64,
+                    median: med,
+                    max: max as f64,
+                });
                 let text = format!("{min} / {med:.0} / {max}");
                 match mode {
                     Mode::Wait => module_row = Some((text, min as f64 / max.max(1) as f64)),

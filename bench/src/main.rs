@@ -94,17 +94,19 @@ impl Plan {
 
 struct Args {
     quick: bool,
+    no_wait: bool,
     out: Option<PathBuf>,
     only: Vec<u8>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: lock-bench [--quick] [--out DIR] [--only 1,2,...]\n\
+        "usage: lock-bench [--quick] [--out DIR] [--only 1,2,...] [--no-wait]\n\
          \n\
          --quick     short smoke run; writes nothing unless --out is given\n\
          --out DIR   where latest.md and chart.svg go (default: bench/results)\n\
          --only L    run only these measurements (1-6; 6 needs 5); writes nothing unless --out is given\n\
+         --no-wait   treat the module as lacking WAIT (3-4 then measure only the polling baselines)\n\
          \n\
          env: LOCK_MODULE (liblock.so), REDIS_SERVER, REDIS_BENCHMARK"
     );
@@ -114,6 +116,7 @@ fn usage() -> ! {
 fn parse_args() -> Args {
     let mut args = Args {
         quick: false,
+        no_wait: false,
         out: None,
         only: Vec::new(),
     };
@@ -121,6 +124,7 @@ fn parse_args() -> Args {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => args.quick = true,
+            "--no-wait" => args.no_wait = true,
             "--out" => args.out = Some(it.next().unwrap_or_else(|| usage()).into()),
             "--only" => {
                 let list = it.next().unwrap_or_else(|| usage());
@@ -176,16 +180,31 @@ fn machine() -> Vec<(String, String)> {
                 &["--version"],
             ),
         ),
-        (
-            "module".into(),
-            testkit::module_path().display().to_string(),
-        ),
+        ("module".into(), module_display()),
         (
             "commit".into(),
             util::command_output("git", &["rev-parse", "--short", "HEAD"]),
         ),
         ("load average at start".into(), load),
     ]
+}
+
+/// The module's path, relative to the workspace when inside it.
+fn module_display() -> String {
+    let path = testkit::module_path();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let shown = path
+        .strip_prefix(&root)
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    match std::fs::metadata(&path).and_then(|m| m.modified()) {
+        Ok(_) if shown.contains("/debug/") => format!("{shown} (debug build)"),
+        _ => shown,
+    }
 }
 
 fn server() -> Server {
@@ -225,7 +244,7 @@ fn main() {
     let main_server = server();
     let url = main_server.url();
     let mut conn = util::connect(&url);
-    let wait = util::wait_supported(&mut conn);
+    let wait = !args.no_wait && util::wait_supported(&mut conn);
     let hz = util::info(&mut conn, "server")
         .get("hz")
         .cloned()
@@ -234,7 +253,7 @@ fn main() {
         "server on port {}; WAIT supported: {wait}",
         main_server.port()
     );
-    if !wait {
+    if !wait && !args.no_wait {
         report.notes.push(
             "This module build has no `LOCK.ACQUIRE … WAIT`: the module's rows of measurements 3 and 4 \
              are skipped; the polling baselines still ran."
@@ -255,7 +274,12 @@ fn main() {
     }
     if run(3) || run(4) {
         phase(3, "hand-off and fairness (3, 4)");
-        contention::contention(&mut report, &url, wait, plan.contention);
+        let skip = match (wait, args.no_wait) {
+            (true, _) => None,
+            (false, true) => Some("--no-wait given"),
+            (false, false) => Some("WAIT not in this module build"),
+        };
+        contention::contention(&mut report, &url, skip, plan.contention);
     }
     drop(conn);
     drop(main_server);
@@ -301,7 +325,7 @@ fn main() {
         std::fs::write(&md, report.markdown(&header)).expect("write latest.md");
         let cpu = machine.first().map(|(_, v)| v.clone()).unwrap_or_default();
         let subtitle = format!(
-            "{date} · {cpu} · {} · `make bench`",
+            "{date} · {cpu} · {} · make bench",
             machine
                 .iter()
                 .find(|(k, _)| k == "server")

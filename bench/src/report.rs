@@ -189,12 +189,22 @@ pub struct LatencyBar {
     pub targets: Option<(f64, f64)>,
 }
 
+/// A row of the fairness chart: acquisitions per client.
+#[derive(Clone, Debug)]
+pub struct FairnessBar {
+    pub mode: String,
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
 #[derive(Default)]
 pub struct Report {
     pub rows: Vec<Row>,
     pub sections: Vec<Section>,
     pub ratio_bars: Vec<RatioBar>,
     pub latency_bars: Vec<LatencyBar>,
+    pub fairness_bars: Vec<FairnessBar>,
     pub notes: Vec<String>,
 }
 
@@ -323,6 +333,10 @@ fn svg(report: &Report, subtitle: &str) -> String {
     y = ratio_panel(&mut body, &report.ratio_bars, y);
     y += 24.0;
     y = latency_panel(&mut body, &report.latency_bars, y);
+    if !report.fairness_bars.is_empty() {
+        y += 24.0;
+        y = fairness_panel(&mut body, &report.fairness_bars, y);
+    }
     let h = y + 16.0;
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" viewBox=\"0 0 {W} {h}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{body}</svg>\n"
@@ -412,7 +426,7 @@ fn ratio_panel(out: &mut String, bars: &[RatioBar], mut y: f64) -> f64 {
 fn latency_panel(out: &mut String, bars: &[LatencyBar], mut y: f64) -> f64 {
     let _ = writeln!(
         out,
-        r#"<text x="10" y="{y}" font-size="14" font-weight="bold">Hand-off latency, log scale (light bar = p99, dark bar = p50; dashed = module's targets)</text>"#
+        r#"<text x="10" y="{y}" font-size="14" font-weight="bold">Hand-off latency, log scale (dark bar = p50, light bar = p99; dashed = module's targets, thick p50, thin p99)</text>"#
     );
     y += 12.0;
     if bars.is_empty() {
@@ -520,6 +534,66 @@ fn latency_panel(out: &mut String, bars: &[LatencyBar], mut y: f64) -> f64 {
             );
             ry += row_h;
         }
+    }
+    bottom + 18.0
+}
+
+fn fairness_panel(out: &mut String, bars: &[FairnessBar], mut y: f64) -> f64 {
+    let _ = writeln!(
+        out,
+        r#"<text x="10" y="{y}" font-size="14" font-weight="bold">Fairness: acquisitions per client, 16 clients on one key (bar = min to max, tick = median)</text>"#
+    );
+    y += 12.0;
+    let max = bars.iter().map(|b| b.max).fold(1.0f64, f64::max) * 1.05;
+    let sx = |v: f64| PLOT_X0 + (v.clamp(0.0, max) / max) * (PLOT_X1 - PLOT_X0);
+    let top = y;
+    let bottom = y + ROW_H * bars.len() as f64 + 4.0;
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let x = sx(v);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#ddd"/><text x="{x:.1}" y="{}" font-size="10" text-anchor="middle" fill="{GREY}">{v:.0}</text>"##,
+            bottom + 12.0
+        );
+    }
+    for (i, b) in bars.iter().enumerate() {
+        let ry = top + 4.0 + ROW_H * i as f64;
+        let color = if b.mode.contains("WAIT") {
+            "#1565c0"
+        } else {
+            "#8d6e63"
+        };
+        let _ = writeln!(
+            out,
+            r#"<text x="{LABEL_W}" y="{}" font-size="12" text-anchor="end">{}</text>"#,
+            ry + 15.0,
+            esc(&b.mode)
+        );
+        let (x0, x1) = (sx(b.min), sx(b.max));
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x0:.1}" y="{}" width="{:.1}" height="{}" fill="{color}" opacity="0.6"/>"#,
+            ry + 5.0,
+            (x1 - x0).max(2.0),
+            ROW_H - 12.0
+        );
+        let xm = sx(b.median);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{xm:.1}" y1="{}" x2="{xm:.1}" y2="{}" stroke="black" stroke-width="2"/>"#,
+            ry + 2.0,
+            ry + ROW_H - 4.0
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-size="11">min {:.0} / median {:.0} / max {:.0}</text>"#,
+            PLOT_X1 + 8.0,
+            ry + 15.0,
+            b.min,
+            b.median,
+            b.max
+        );
     }
     bottom + 18.0
 }

@@ -333,10 +333,8 @@ pub fn thousands(n: u64) -> String {
 pub fn ms(v: f64) -> String {
     if v.is_nan() {
         "n/a".into()
-    } else if v < 1.0 {
-        format!("{v:.2} ms")
     } else if v < 10.0 {
-        format!("{v:.1} ms")
+        format!("{v:.2} ms")
     } else {
         format!("{v:.0} ms")
     }

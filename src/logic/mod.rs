@@ -6,4 +6,5 @@ pub mod args;
 pub mod decide;
 pub mod fence;
 pub mod queue;
+pub mod timing;
 pub mod value;

@@ -32,6 +32,7 @@ use super::commands::grant;
 use super::key::{Key, Kind};
 use super::stats;
 use crate::logic::queue::Queues;
+use crate::logic::timing::deadline_delay_ms;
 
 type Bc = *mut raw::RedisModuleBlockedClient;
 
@@ -371,9 +372,7 @@ fn arm_deadline(ctx: Ctx, db: i32, key: &[u8], at: i64) {
     if armed.is_some_and(|(_, armed_at)| armed_at == at) {
         return;
     }
-    let now_ms = (api::now_us() / 1000) as i64;
-    // Redis expires a key once now > at: fire 1 ms after.
-    let delay = at.saturating_add(1).saturating_sub(now_ms).max(0);
+    let delay = deadline_delay_ms(at, api::now_us());
     let data = Box::into_raw(Box::new(Deadline {
         db,
         key: key.into(),

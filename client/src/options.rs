@@ -127,7 +127,9 @@ pub struct Options {
     /// with other work, such as a watchdog).
     pub wait_in_server: bool,
     /// The longest single server-side wait. Longer budgets are waited in
-    /// slices (each slice re-joins the queue at its end). Keep it below the
+    /// slices; each takes back the locker's place in the server's queue (the
+    /// server keeps a timed-out waiter's place for 1 s for the same token,
+    /// and the token stays the same across slices). Keep it below the
     /// connection's response timeout (redis-rs async connections: 500 ms by
     /// default); it also bounds how late the sync locker notices a
     /// cancellation while waiting. Default 400 ms; zero becomes the default.

@@ -4,6 +4,12 @@
 //! waiter leaves the index at once and its queue slot turns stale, to be
 //! skipped when it reaches the head. Stale slots are compacted away once
 //! they outnumber live ones, so memory stays proportional to live waiters.
+//!
+//! A waiter whose wait timed out is *parked*: its slot keeps its place for
+//! a short while, and a new wait with the same token takes the slot back.
+//! A client that waits in slices (a connection with a response timeout)
+//! thus keeps its turn across slices. A parked slot is never granted: when
+//! it reaches the head, it is skipped.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -11,20 +17,55 @@ use std::hash::Hash;
 /// A lock key: database number and key bytes.
 pub type KeyId = (i32, Box<[u8]>);
 
+/// Most parked slots kept per key.
+pub const MAX_PARKED: usize = 1024;
+
+struct Parked {
+    token: Box<[u8]>,
+    seq: u64,
+    until_ms: i64,
+}
+
 struct Queue<H> {
-    /// Waiters in arrival order, as (handle, sequence number).
-    slots: VecDeque<(H, u64)>,
-    /// Live waiters among `slots`.
-    live: usize,
+    /// Slots in arrival order, by sequence number.
+    slots: VecDeque<u64>,
+    /// The live waiter of each live slot.
+    owner: HashMap<u64, H>,
+    /// Slots whose waiter timed out, kept for its return.
+    parked: Vec<Parked>,
     /// When a deadline timer is armed for this key: (timer id, at ms).
     timer: Option<(u64, i64)>,
 }
 
-struct Waiter<W> {
+impl<H> Queue<H> {
+    fn new() -> Self {
+        Queue {
+            slots: VecDeque::new(),
+            owner: HashMap::new(),
+            parked: Vec::new(),
+            timer: None,
+        }
+    }
+
+    fn compact(&mut self) {
+        let kept = self.owner.len() + self.parked.len();
+        if self.slots.len() > 2 * kept + 32 {
+            let (owner, parked) = (&self.owner, &self.parked);
+            self.slots
+                .retain(|seq| owner.contains_key(seq) || parked.iter().any(|p| p.seq == *seq));
+        }
+    }
+}
+
+/// A queued waiter.
+pub struct Waiter<W> {
     db: i32,
     key: Box<[u8]>,
     seq: u64,
-    data: W,
+    /// The token it waits with.
+    pub token: Box<[u8]>,
+    /// What the caller keeps about it.
+    pub data: W,
 }
 
 /// Queues of waiters, identified by a handle `H` (the blocked client).
@@ -53,83 +94,109 @@ impl<H: Copy + Eq + Hash, W> Queues<H, W> {
 
     /// Live waiters on one key.
     pub fn waiting(&self, db: i32, key: &[u8]) -> usize {
-        self.queue(db, key).map_or(0, |q| q.live)
+        self.queue(db, key).map_or(0, |q| q.owner.len())
     }
 
     fn queue(&self, db: i32, key: &[u8]) -> Option<&Queue<H>> {
         self.queues.get(&db)?.get(key)
     }
 
-    /// Appends a waiter; `false` (and nothing changes) if `handle` waits already.
-    pub fn push(&mut self, db: i32, key: &[u8], handle: H, data: W) -> bool {
+    /// Appends a waiter, or puts it back in the slot it parked in with the
+    /// same token. `false` (and nothing changes) if `handle` waits already.
+    pub fn push(
+        &mut self,
+        db: i32,
+        key: &[u8],
+        handle: H,
+        token: &[u8],
+        data: W,
+        now_ms: i64,
+    ) -> bool {
         if self.waiters.contains_key(&handle) {
             return false;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let queue = self
             .queues
             .entry(db)
             .or_default()
             .entry(key.into())
-            .or_insert_with(|| Queue {
-                slots: VecDeque::new(),
-                live: 0,
-                timer: None,
-            });
-        queue.slots.push_back((handle, seq));
-        queue.live += 1;
+            .or_insert_with(Queue::new);
+        queue.parked.retain(|p| p.until_ms > now_ms);
+        let seq = match queue.parked.iter().position(|p| *p.token == *token) {
+            Some(i) => queue.parked.swap_remove(i).seq,
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                queue.slots.push_back(seq);
+                seq
+            }
+        };
+        queue.owner.insert(seq, handle);
         self.waiters.insert(
             handle,
             Waiter {
                 db,
                 key: key.into(),
                 seq,
+                token: token.into(),
                 data,
             },
         );
         true
     }
 
-    /// Removes a waiter wherever it is. Returns its key, its data and the
-    /// deadline timer to stop if its queue is now empty.
-    pub fn remove(&mut self, handle: H) -> Option<Removed<W>> {
-        let waiter = self.waiters.remove(&handle)?;
-        let queue = self.queues.get_mut(&waiter.db)?.get_mut(&waiter.key)?;
-        queue.live -= 1;
-        if queue.slots.len() > 2 * queue.live + 32 {
-            let waiters = &self.waiters;
-            queue
-                .slots
-                .retain(|(h, seq)| waiters.get(h).is_some_and(|w| w.seq == *seq));
-        }
-        let timer = self.drop_if_empty(waiter.db, &waiter.key);
-        Some(Removed {
-            key: (waiter.db, waiter.key),
-            data: waiter.data,
-            timer,
-        })
+    /// Removes a waiter wherever it is. Returns it, and the deadline timer
+    /// to stop if its queue is now empty.
+    pub fn remove(&mut self, handle: H) -> Option<(Waiter<W>, Option<u64>)> {
+        self.take(handle, None)
     }
 
-    /// Takes the first live waiter of a key.
-    pub fn pop(&mut self, db: i32, key: &[u8]) -> Option<(H, W, Option<u64>)> {
+    /// Removes a waiter whose wait timed out, keeping its slot until
+    /// `until_ms` for a new wait with the same token.
+    pub fn park(&mut self, handle: H, until_ms: i64) -> Option<(Waiter<W>, Option<u64>)> {
+        self.take(handle, Some(until_ms))
+    }
+
+    fn take(&mut self, handle: H, park_until: Option<i64>) -> Option<(Waiter<W>, Option<u64>)> {
+        let waiter = self.waiters.remove(&handle)?;
+        let queue = self.queues.get_mut(&waiter.db)?.get_mut(&waiter.key)?;
+        queue.owner.remove(&waiter.seq);
+        if let Some(until_ms) = park_until.filter(|_| queue.parked.len() < MAX_PARKED) {
+            queue.parked.push(Parked {
+                token: waiter.token.clone(),
+                seq: waiter.seq,
+                until_ms,
+            });
+        }
+        queue.compact();
+        let timer = self.drop_if_empty(waiter.db, &waiter.key);
+        Some((waiter, timer))
+    }
+
+    /// Takes the first live waiter of a key (skipping parked slots), and
+    /// the deadline timer to stop if the queue is now empty.
+    pub fn pop(&mut self, db: i32, key: &[u8]) -> Option<(H, Waiter<W>, Option<u64>)> {
         let queue = self.queues.get_mut(&db)?.get_mut(key)?;
-        while let Some((handle, seq)) = queue.slots.pop_front() {
-            let live = self.waiters.get(&handle).is_some_and(|w| w.seq == seq);
-            if live {
-                let waiter = self.waiters.remove(&handle)?;
-                queue.live -= 1;
+        while let Some(seq) = queue.slots.pop_front() {
+            if let Some(handle) = queue.owner.remove(&seq) {
+                let Some(waiter) = self.waiters.remove(&handle) else {
+                    continue;
+                };
                 let timer = self.drop_if_empty(db, key);
-                return Some((handle, waiter.data, timer));
+                return Some((handle, waiter, timer));
             }
+            // A parked slot whose turn came while its client was away.
+            queue.parked.retain(|p| p.seq != seq);
         }
         None
     }
 
-    /// Forgets an empty queue; returns its armed timer, to be stopped.
+    /// Forgets a queue without live waiters (and its parked slots: a client
+    /// coming back finds the queue empty, so it is first anyway); returns
+    /// its armed timer, to be stopped.
     fn drop_if_empty(&mut self, db: i32, key: &[u8]) -> Option<u64> {
         let per_db = self.queues.get_mut(&db)?;
-        if per_db.get(key)?.live > 0 {
+        if !per_db.get(key)?.owner.is_empty() {
             return None;
         }
         let queue = per_db.remove(key)?;
@@ -158,22 +225,6 @@ impl<H: Copy + Eq + Hash, W> Queues<H, W> {
             .flat_map(|(db, m)| m.keys().map(move |k| (*db, k.clone())))
             .collect()
     }
-
-    /// Every key with waiters in one database.
-    pub fn keys_in(&self, db: i32) -> Vec<KeyId> {
-        self.queues
-            .get(&db)
-            .map(|m| m.keys().map(|k| (db, k.clone())).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// What [`Queues::remove`] took out.
-pub struct Removed<W> {
-    pub key: KeyId,
-    pub data: W,
-    /// The key's deadline timer, when its queue became empty.
-    pub timer: Option<u64>,
 }
 
 #[cfg(test)]
@@ -181,17 +232,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn push<W>(q: &mut Queues<u32, W>, key: &[u8], h: u32, data: W) -> bool {
+        q.push(0, key, h, format!("t{h}").as_bytes(), data, 0)
+    }
+
+    fn drain<W>(q: &mut Queues<u32, W>, key: &[u8]) -> Vec<u32> {
+        std::iter::from_fn(|| q.pop(0, key).map(|(h, _, _)| h)).collect()
+    }
+
     #[test]
     fn fifo_per_key() {
         let mut q: Queues<u32, &str> = Queues::default();
-        assert!(q.push(0, b"a", 1, "first"));
-        assert!(q.push(0, b"a", 2, "second"));
-        assert!(q.push(0, b"b", 3, "other key"));
-        assert!(q.push(1, b"a", 4, "other db"));
-        assert!(!q.push(0, b"a", 1, "again"));
+        assert!(push(&mut q, b"a", 1, "first"));
+        assert!(push(&mut q, b"a", 2, "second"));
+        assert!(push(&mut q, b"b", 3, "other key"));
+        assert!(q.push(1, b"a", 4, b"t4", "other db", 0));
+        assert!(!push(&mut q, b"a", 1, "again"));
         assert_eq!(q.waiting(0, b"a"), 2);
-        assert_eq!(q.pop(0, b"a").map(|(h, w, _)| (h, w)), Some((1, "first")));
-        assert_eq!(q.pop(0, b"a").map(|(h, w, _)| (h, w)), Some((2, "second")));
+        let (h, w, _) = q.pop(0, b"a").unwrap();
+        assert_eq!((h, w.data, &*w.token), (1, "first", &b"t1"[..]));
+        assert_eq!(
+            q.pop(0, b"a").map(|(h, w, _)| (h, w.data)),
+            Some((2, "second"))
+        );
         assert!(q.pop(0, b"a").is_none());
         assert_eq!(q.total(), 2);
     }
@@ -200,13 +263,12 @@ mod tests {
     fn removed_waiters_are_skipped() {
         let mut q: Queues<u32, ()> = Queues::default();
         for h in 0..5 {
-            q.push(0, b"k", h, ());
+            push(&mut q, b"k", h, ());
         }
         assert!(q.remove(0).is_some());
         assert!(q.remove(2).is_some());
         assert!(q.remove(2).is_none());
-        let order: Vec<u32> = std::iter::from_fn(|| q.pop(0, b"k").map(|(h, _, _)| h)).collect();
-        assert_eq!(order, vec![1, 3, 4]);
+        assert_eq!(drain(&mut q, b"k"), vec![1, 3, 4]);
         assert_eq!(q.total(), 0);
         assert!(q.keys().is_empty());
     }
@@ -214,36 +276,75 @@ mod tests {
     #[test]
     fn a_reused_handle_keeps_its_new_place() {
         let mut q: Queues<u32, u8> = Queues::default();
-        q.push(0, b"k", 7, 1);
-        q.push(0, b"k", 8, 2);
+        q.push(0, b"k", 7, b"a", 1, 0);
+        q.push(0, b"k", 8, b"b", 2, 0);
         q.remove(7);
-        q.push(0, b"k", 7, 3); // same handle, now behind 8
-        let order: Vec<u8> = std::iter::from_fn(|| q.pop(0, b"k").map(|(_, w, _)| w)).collect();
+        q.push(0, b"k", 7, b"c", 3, 0); // same handle, now behind 8
+        let order: Vec<u8> =
+            std::iter::from_fn(|| q.pop(0, b"k").map(|(_, w, _)| w.data)).collect();
         assert_eq!(order, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_parked_waiter_returning_with_its_token_keeps_its_place() {
+        let mut q: Queues<u32, ()> = Queues::default();
+        push(&mut q, b"k", 1, ());
+        push(&mut q, b"k", 2, ());
+        push(&mut q, b"k", 3, ());
+        assert!(q.park(1, 1_000).is_some());
+        assert_eq!(q.waiting(0, b"k"), 2);
+        // Back on a new connection (handle 9), with the same token "t1".
+        assert!(q.push(0, b"k", 9, b"t1", (), 500));
+        assert_eq!(drain(&mut q, b"k"), vec![9, 2, 3]);
+    }
+
+    #[test]
+    fn a_parked_slot_expires_and_is_never_granted() {
+        let mut q: Queues<u32, ()> = Queues::default();
+        push(&mut q, b"k", 1, ());
+        push(&mut q, b"k", 2, ());
+        q.park(1, 1_000);
+        // Its turn comes while it is away: skipped.
+        assert_eq!(q.pop(0, b"k").map(|(h, _, _)| h), Some(2));
+        push(&mut q, b"k", 3, ());
+        push(&mut q, b"k", 4, ());
+        q.park(3, 1_000);
+        // Back too late: joins at the end.
+        assert!(q.push(0, b"k", 9, b"t3", (), 1_000));
+        assert_eq!(drain(&mut q, b"k"), vec![4, 9]);
     }
 
     #[test]
     fn empty_queue_returns_its_timer() {
         let mut q: Queues<u32, ()> = Queues::default();
-        q.push(0, b"k", 1, ());
-        q.push(0, b"k", 2, ());
+        push(&mut q, b"k", 1, ());
+        push(&mut q, b"k", 2, ());
         assert_eq!(q.set_timer(0, b"k", Some((9, 100))), None);
         assert_eq!(q.timer(0, b"k"), Some((9, 100)));
-        assert_eq!(q.remove(1).and_then(|r| r.timer), None);
+        assert_eq!(q.remove(1).and_then(|r| r.1), None);
         assert_eq!(q.pop(0, b"k").and_then(|(_, _, t)| t), Some(9));
         assert_eq!(q.timer(0, b"k"), None);
     }
 
     #[test]
-    fn stale_slots_are_compacted() {
+    fn stale_and_parked_slots_stay_bounded() {
         let mut q: Queues<u32, ()> = Queues::default();
-        q.push(0, b"k", u32::MAX, ());
+        q.push(0, b"k", u32::MAX, b"keep", (), 0);
         for h in 0..10_000 {
-            q.push(0, b"k", h, ());
-            q.remove(h);
+            push(&mut q, b"k", h, ());
+            if h % 2 == 0 {
+                q.remove(h);
+            } else {
+                q.park(h, 1_000);
+            }
         }
-        let slots = q.queue(0, b"k").map(|x| x.slots.len()).unwrap_or(0);
-        assert!(slots <= 2 + 32, "{slots} slots for 1 live waiter");
+        let queue = q.queue(0, b"k").unwrap();
+        assert!(queue.parked.len() <= MAX_PARKED);
+        assert!(
+            queue.slots.len() <= 2 * (1 + MAX_PARKED) + 32 + 1,
+            "{}",
+            queue.slots.len()
+        );
     }
 
     proptest! {
@@ -255,12 +356,12 @@ mod tests {
             for (op, h) in ops {
                 match op {
                     0 => {
-                        let pushed = q.push(0, b"k", h, h);
+                        let pushed = q.push(0, b"k", h, &h.to_be_bytes(), h, 0);
                         prop_assert_eq!(pushed, !model.contains(&h));
                         if pushed { model.push(h); }
                     }
                     1 => {
-                        let removed = q.remove(h).map(|r| r.data);
+                        let removed = q.remove(h).map(|r| r.0.data);
                         let pos = model.iter().position(|m| *m == h);
                         prop_assert_eq!(removed, pos.map(|p| model.remove(p)));
                     }

@@ -36,9 +36,8 @@ use crate::logic::timing::deadline_delay_ms;
 
 type Bc = *mut raw::RedisModuleBlockedClient;
 
-/// What a waiter asked for.
+/// What a waiter asked for (its token is kept by the queue).
 struct Wait {
-    token: Box<[u8]>,
     ttl_ms: u64,
 }
 
@@ -50,6 +49,10 @@ struct Granted {
     fence: u64,
     delivered: bool,
 }
+
+/// How long a timed-out waiter's slot is kept for its return with the
+/// same token (a client waiting in slices).
+pub const PARK_MS: i64 = 1_000;
 
 /// How often keys with waiters are checked for removal by other means.
 pub const SWEEP_MS: i64 = 10;
@@ -125,11 +128,8 @@ pub fn block(
         timeout
     ));
     call!(RedisModule_SetDisconnectCallback(bc, Some(disconnected)));
-    let wait = Wait {
-        token: token.into(),
-        ttl_ms,
-    };
-    queues(|q| q.push(db, key, bc as usize, wait));
+    let now_ms = (api::now_us() / 1000) as i64;
+    queues(|q| q.push(db, key, bc as usize, token, Wait { ttl_ms }, now_ms));
     stats::WAITS.incr();
     arm_sweep(ctx);
     if let Some(at) = deadline {
@@ -151,7 +151,7 @@ pub fn hand_off(ctx: Ctx, key: &mut Key, name: RStr, previous: Option<u64>) -> b
     };
     stop_timer(ctx, timer);
     let bc = bc as Bc;
-    let Some(fence) = grant(ctx, key, name, &wait.token, wait.ttl_ms, previous) else {
+    let Some(fence) = grant(ctx, key, name, &wait.token, wait.data.ttl_ms, previous) else {
         // Could not write the lock: the waiter gets a null reply and the
         // key stays as it was.
         call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
@@ -202,10 +202,12 @@ extern "C" fn free_granted(ctx: Ctx, privdata: *mut c_void) {
     }
 }
 
-/// The wait ran out: leave the queue, reply null.
+/// The wait ran out: leave the queue (keeping the slot for [`PARK_MS`] in
+/// case the client waits again with the same token), reply null.
 extern "C" fn timed_out(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
     let bc = call!(RedisModule_GetBlockedClientHandle(ctx));
-    if forget(ctx, bc) {
+    let until_ms = (api::now_us() / 1000) as i64 + PARK_MS;
+    if leave(ctx, bc, Some(until_ms)) {
         stats::WAIT_TIMEOUTS.incr();
         call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
     }
@@ -214,17 +216,22 @@ extern "C" fn timed_out(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
 
 /// The waiting client went away: leave the queue.
 extern "C" fn disconnected(ctx: Ctx, bc: Bc) {
-    if forget(ctx, bc) {
+    if leave(ctx, bc, None) {
         stats::WAIT_DISCONNECTS.incr();
         call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
     }
 }
 
-/// Removes a still-queued waiter; false if it was not queued (granted already).
-fn forget(ctx: Ctx, bc: Bc) -> bool {
-    match queues(|q| q.remove(bc as usize)) {
-        Some(removed) => {
-            stop_timer(ctx, removed.timer);
+/// Removes a still-queued waiter, parking its slot until `park_until`;
+/// false if it was not queued (granted already).
+fn leave(ctx: Ctx, bc: Bc, park_until: Option<i64>) -> bool {
+    let left = queues(|q| match park_until {
+        Some(until) => q.park(bc as usize, until),
+        None => q.remove(bc as usize),
+    });
+    match left {
+        Some((_, timer)) => {
+            stop_timer(ctx, timer);
             true
         }
         None => false,

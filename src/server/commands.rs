@@ -121,19 +121,10 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             }
         },
         decide::Acquire::Renew { fence } => {
-            let abs_ms = expiry_at(api::now_us(), req.ttl_ms);
-            if !key.set_abs_expire(abs_ms) {
+            if !renew(ctx, &mut key, *name, req.ttl_ms) {
                 stats::ERRORS.incr();
                 return api::reply_error_static(ctx, c"ERR the lock could not be renewed");
             }
-            api::replicate_pexpireat(ctx, *name, abs_ms);
-            api::signal_modified(ctx, *name);
-            api::notify(
-                ctx,
-                raw::REDISMODULE_NOTIFY_GENERIC as c_int,
-                c"expire",
-                *name,
-            );
             stats::RENEWED.incr();
             reply_fence(ctx, fence)
         }
@@ -141,7 +132,7 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             Some(wait_ms) if waiters::can_block(ctx) => {
                 let deadline = key.abs_expire();
                 drop(key);
-                match waiters::block(
+                let blocked = waiters::block(
                     ctx,
                     *name,
                     req.token,
@@ -149,14 +140,15 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
                     wait_ms,
                     deadline,
                     max_waiters(),
-                ) {
+                );
+                match blocked {
                     Ok(()) => raw::REDISMODULE_OK as c_int,
                     Err(BlockError::Full(max)) => {
                         stats::ERRORS.incr();
-                        api::reply_error(
-                            ctx,
-                            &format!("ERR too many clients wait for this lock (lock.max-waiters is {max})"),
-                        )
+                        let msg = format!(
+                            "ERR too many clients wait for this lock (lock.max-waiters is {max})"
+                        );
+                        api::reply_error(ctx, &msg)
                     }
                 }
             }
@@ -166,6 +158,24 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             }
         },
     }
+}
+
+/// Resets the time to live of the caller's own lock; replicates
+/// `PEXPIREAT key deadline`.
+fn renew(ctx: Ctx, key: &mut Key, name: RStr, ttl_ms: u64) -> bool {
+    let abs_ms = expiry_at(api::now_us(), ttl_ms);
+    if !key.set_abs_expire(abs_ms) {
+        return false;
+    }
+    api::replicate_pexpireat(ctx, name, abs_ms);
+    api::signal_modified(ctx, name);
+    api::notify(
+        ctx,
+        raw::REDISMODULE_NOTIFY_GENERIC as c_int,
+        c"expire",
+        name,
+    );
+    true
 }
 
 /// Releases the open key if `token` holds it (and, when given, with this

@@ -63,6 +63,7 @@ struct Pending {
     serve: Vec<(i32, Box<[u8]>)>,
     /// Grants whose reply never reached the waiter: take them back.
     revoke: Vec<Granted>,
+    /// The 0 ms timer for `serve` and `revoke` is armed.
     armed: bool,
     /// The sweep timer is armed.
     sweeping: bool,
@@ -292,11 +293,15 @@ fn arm_pending(ctx: Ctx) {
 
 /// The 0 ms timer: serves scheduled keys and takes back undelivered grants.
 extern "C" fn run_pending(ctx: Ctx, _data: *mut c_void) {
-    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    for granted in pending.revoke {
+    let (revoked, served) = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        p.armed = false;
+        (std::mem::take(&mut p.revoke), std::mem::take(&mut p.serve))
+    });
+    for granted in revoked {
         revoke(ctx, granted);
     }
-    for (db, key) in pending.serve {
+    for (db, key) in served {
         serve(ctx, db, &key);
     }
 }

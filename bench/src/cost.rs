@@ -482,21 +482,9 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
             skipped: None,
         });
     }
-    report.ratio_bars.push(RatioBar {
-        label: "LOCK.ACQUIRE ÷ SET NX PX (server µs)".into(),
-        value: acquire.ratio,
-        target: 1.0,
-    });
-    report.ratio_bars.push(RatioBar {
-        label: "LOCK.RELEASE ÷ EVALSHA del (server µs)".into(),
-        value: release.ratio,
-        target: 0.5,
-    });
-    report.ratio_bars.push(RatioBar {
-        label: "LOCK.CHECK ÷ EVALSHA pttl (server µs)".into(),
-        value: check.ratio,
-        target: 0.5,
-    });
+    report.ratio_bars.push(RatioBar::new("LOCK.ACQUIRE ÷ SET NX PX (server µs)", acquire.ratio, 1.0));
+    report.ratio_bars.push(RatioBar::new("LOCK.RELEASE ÷ EVALSHA del (server µs)", release.ratio, 0.5));
+    report.ratio_bars.push(RatioBar::new("LOCK.CHECK ÷ EVALSHA pttl (server µs)", check.ratio, 0.5));
     let method = format!(
         "Each pair runs as two redis-benchmark processes at the same time against one server \
          (`-P {PIPELINE} -c {CLIENTS}`); a side's µs/call is the change of `usec` over the change of `calls` \
@@ -680,11 +668,7 @@ pub fn scale(
         target: Some(Target::at_most(1.15)),
         skipped: None,
     });
-    report.ratio_bars.push(RatioBar {
-        label: format!("ACQUIRE growth at {big_label} locks ÷ SET's"),
-        value: relative,
-        target: 1.15,
-    });
+    report.ratio_bars.push(RatioBar::new(format!("ACQUIRE growth at {big_label} locks ÷ SET's"), relative, 1.15));
     report.sections.push(Section {
         title: format!("6. Scale: ACQUIRE cost with 1,000 vs {big_label} live locks"),
         method: format!(

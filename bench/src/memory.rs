@@ -121,11 +121,7 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         target: None,
         skipped: None,
     });
-    report.ratio_bars.push(RatioBar {
-        label: "MEMORY USAGE: lock ÷ SET NX PX key".into(),
-        value: one_ratio,
-        target: 1.25,
-    });
+    report.ratio_bars.push(RatioBar::new("MEMORY USAGE: lock ÷ SET NX PX key", one_ratio, 1.25));
     let mut table = Table::new(&["figure", "module lock", "SET NX PX key", "ratio"]);
     table.push(vec![
         "MEMORY USAGE (one key, 24-char token)".into(),

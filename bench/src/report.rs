@@ -86,8 +86,10 @@ impl Row {
             "—".into()
         } else if self.unit == "×" {
             format!("{:.2}×", self.value)
-        } else {
+        } else if self.unit == " ms" {
             crate::util::ms(self.value)
+        } else {
+            format!("{:+.2}{}", self.value, self.unit)
         }
     }
 
@@ -176,6 +178,22 @@ pub struct RatioBar {
     pub label: String,
     pub value: f64,
     pub target: f64,
+    /// Replaces the default "(target ≤ x×, met)" caption.
+    pub caption: Option<String>,
+    /// Overrides `value <= target` as the verdict.
+    pub met: Option<bool>,
+}
+
+impl RatioBar {
+    pub fn new(label: impl Into<String>, value: f64, target: f64) -> RatioBar {
+        RatioBar {
+            label: label.into(),
+            value,
+            target,
+            caption: None,
+            met: None,
+        }
+    }
 }
 
 /// A bar of the latency chart.
@@ -385,7 +403,7 @@ fn ratio_panel(out: &mut String, bars: &[RatioBar], mut y: f64) -> f64 {
     );
     for (i, b) in bars.iter().enumerate() {
         let ry = top + 4.0 + ROW_H * i as f64;
-        let met = b.value <= b.target;
+        let met = b.met.unwrap_or(b.value <= b.target);
         let color = if met { GOOD } else { BAD };
         let _ = writeln!(
             out,
@@ -411,13 +429,19 @@ fn ratio_panel(out: &mut String, bars: &[RatioBar], mut y: f64) -> f64 {
             ry + ROW_H - 2.0
         );
         let verdict = if met { "met" } else { "MISSED" };
+        let caption = b.caption.clone().unwrap_or_else(|| {
+            format!(
+                "{:.2}× (target ≤ {}×, {verdict})",
+                b.value,
+                trim_float(b.target)
+            )
+        });
         let _ = writeln!(
             out,
-            r#"<text x="{}" y="{}" font-size="11" fill="{color}">{:.2}× (target ≤ {}×, {verdict})</text>"#,
+            r#"<text x="{}" y="{}" font-size="11" fill="{color}">{}</text>"#,
             PLOT_X1 + 8.0,
             ry + 15.0,
-            b.value,
-            trim_float(b.target)
+            esc(&caption)
         );
     }
     bottom + 18.0
@@ -634,11 +658,7 @@ mod tests {
     #[test]
     fn svg_is_well_formed_enough() {
         let r = Report {
-            ratio_bars: vec![RatioBar {
-                label: "A < B".into(),
-                value: 0.8,
-                target: 1.0,
-            }],
+            ratio_bars: vec![RatioBar::new("A < B", 0.8, 1.0)],
             latency_bars: vec![LatencyBar {
                 group: "g".into(),
                 mode: "WAIT".into(),

@@ -380,6 +380,9 @@ struct Deadline {
 
 /// Arms (or moves) the key's deadline timer to fire just after `at` (Unix ms).
 fn arm_deadline(ctx: Ctx, db: i32, key: &[u8], at: i64) {
+    if waiting(db, key) == 0 {
+        return;
+    }
     let armed = QUEUES.with(|q| q.borrow().timer(db, key));
     if armed.is_some_and(|(_, armed_at)| armed_at == at) {
         return;

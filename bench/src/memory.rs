@@ -121,7 +121,11 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         target: None,
         skipped: None,
     });
-    report.ratio_bars.push(RatioBar::new("MEMORY USAGE: lock ÷ SET NX PX key", one_ratio, 1.25));
+    report.ratio_bars.push(RatioBar::new(
+        "MEMORY USAGE: lock ÷ SET NX PX key",
+        one_ratio,
+        1.25,
+    ));
     let mut table = Table::new(&["figure", "module lock", "SET NX PX key", "ratio"]);
     table.push(vec![
         "MEMORY USAGE (one key, 24-char token)".into(),

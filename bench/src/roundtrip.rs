@@ -156,7 +156,11 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Durat
             target: Some(Target::at_least(1.0)),
             skipped: None,
         });
-        report.ratio_bars.push(RatioBar::new(format!("lock+unlock time, {conns} conn: client ÷ seed"), 1.0 / ratio, 1.0));
+        report.ratio_bars.push(RatioBar::new(
+            format!("lock+unlock time, {conns} conn: client ÷ seed"),
+            1.0 / ratio,
+            1.0,
+        ));
     }
     util::flushall(&mut conn);
     report.sections.push(Section {

@@ -40,6 +40,51 @@ fn release(c: &mut Connection, key: &str, token: &str) -> i64 {
         .unwrap()
 }
 
+fn check(c: &mut Connection, key: &str, token: &str) -> i64 {
+    redis::cmd("LOCK.CHECK")
+        .arg(key)
+        .arg(token)
+        .query(c)
+        .unwrap()
+}
+
+/// A waiter (token "doomed") on `k` whose connection the test will kill:
+/// its client id and its thread, once it is queued.
+fn doomed_waiter(server: &Server, c: &mut Connection) -> (i64, JoinHandle<Option<i64>>) {
+    let before = waiters(c, "k");
+    let mut doomed = server.conn();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut doomed).unwrap();
+    let handle = thread::spawn(move || {
+        redis::cmd("LOCK.ACQUIRE")
+            .arg("k")
+            .arg("doomed")
+            .arg(60_000)
+            .arg("WAIT")
+            .arg(0)
+            .query::<Option<i64>>(&mut doomed)
+            .ok()
+            .flatten()
+    });
+    wait_for(LONG, "queued", || (waiters(c, "k") > before).then_some(()));
+    (id, handle)
+}
+
+/// Releases the holder's lock, which grants it to the doomed waiter, and
+/// kills that waiter in the same transaction: before its reply is written.
+fn release_and_kill(c: &mut Connection, id: i64) {
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("LOCK.RELEASE")
+        .arg("k")
+        .arg("holder")
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(c)
+        .unwrap();
+}
+
 fn info(c: &mut Connection, key: &str) -> HashMap<String, Value> {
     redis::cmd("LOCK.INFO").arg(key).query(c).unwrap()
 }
@@ -165,15 +210,7 @@ fn expiry_hands_off_promptly_not_at_the_waiters_timeout() {
     let fence = reply.expect("granted when the holder expired");
     assert!(fence > first);
     assert!(waited < Duration::from_secs(10), "{waited:?}");
-    assert!(
-        redis::cmd("LOCK.CHECK")
-            .arg("k")
-            .arg("w")
-            .query::<i64>(&mut c)
-            .unwrap()
-            > 0,
-        "the waiter holds it"
-    );
+    assert!(check(&mut c, "k", "w") > 0, "the waiter holds it");
 }
 
 #[test]
@@ -181,20 +218,7 @@ fn a_killed_waiter_is_skipped_and_never_holds_the_lock() {
     let server = Server::start();
     let mut c = server.conn();
     acquire(&mut c, "k", "holder", 60_000).unwrap();
-    let mut doomed = server.conn();
-    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut doomed).unwrap();
-    let doomed_thread = thread::spawn(move || {
-        redis::cmd("LOCK.ACQUIRE")
-            .arg("k")
-            .arg("doomed")
-            .arg(60_000)
-            .arg("WAIT")
-            .arg(0)
-            .query::<Option<i64>>(&mut doomed)
-            .ok()
-            .flatten()
-    });
-    wait_for(LONG, "queued", || (waiters(&mut c, "k") == 1).then_some(()));
+    let (id, doomed_thread) = doomed_waiter(&server, &mut c);
     let next = spawn_waiter(&server, "k", "next", 60_000, 0);
     assert_eq!(waiters(&mut c, "k"), 2);
     let killed: i64 = redis::cmd("CLIENT")
@@ -215,22 +239,8 @@ fn a_killed_waiter_is_skipped_and_never_holds_the_lock() {
     assert_eq!(release(&mut c, "k", "holder"), 1);
     let (reply, _) = next.join().unwrap();
     assert!(reply.is_some(), "the live waiter behind it is granted");
-    assert!(
-        redis::cmd("LOCK.CHECK")
-            .arg("k")
-            .arg("doomed")
-            .query::<i64>(&mut c)
-            .unwrap()
-            == 0
-    );
-    assert!(
-        redis::cmd("LOCK.CHECK")
-            .arg("k")
-            .arg("next")
-            .query::<i64>(&mut c)
-            .unwrap()
-            > 0
-    );
+    assert_eq!(check(&mut c, "k", "doomed"), 0);
+    assert!(check(&mut c, "k", "next") > 0);
     assert_eq!(stat(&mut c, "wait_disconnects"), 1);
 }
 
@@ -239,45 +249,15 @@ fn a_grant_whose_client_dies_before_the_reply_passes_on() {
     let server = Server::start();
     let mut c = server.conn();
     acquire(&mut c, "k", "holder", 60_000).unwrap();
-    let mut doomed = server.conn();
-    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut doomed).unwrap();
-    let doomed_thread = thread::spawn(move || {
-        redis::cmd("LOCK.ACQUIRE")
-            .arg("k")
-            .arg("doomed")
-            .arg(60_000)
-            .arg("WAIT")
-            .arg(0)
-            .query::<Option<i64>>(&mut doomed)
-            .ok()
-            .flatten()
-    });
-    wait_for(LONG, "queued", || (waiters(&mut c, "k") == 1).then_some(()));
+    let (id, doomed_thread) = doomed_waiter(&server, &mut c);
     let next = spawn_waiter(&server, "k", "next", 60_000, 0);
     // The release grants the lock to `doomed`; the kill in the same
     // transaction closes it before its reply can be written.
-    let _: Value = redis::pipe()
-        .atomic()
-        .cmd("LOCK.RELEASE")
-        .arg("k")
-        .arg("holder")
-        .cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(id)
-        .query(&mut c)
-        .unwrap();
+    release_and_kill(&mut c, id);
     assert_eq!(doomed_thread.join().unwrap(), None);
     let (reply, _) = next.join().unwrap();
     assert!(reply.is_some(), "the grant passed on to the next waiter");
-    assert!(
-        redis::cmd("LOCK.CHECK")
-            .arg("k")
-            .arg("next")
-            .query::<i64>(&mut c)
-            .unwrap()
-            > 0
-    );
+    assert!(check(&mut c, "k", "next") > 0);
     assert_eq!(stat(&mut c, "grants_undelivered"), 1);
 }
 
@@ -286,31 +266,8 @@ fn an_undelivered_grant_with_nobody_behind_is_released() {
     let server = Server::start();
     let mut c = server.conn();
     acquire(&mut c, "k", "holder", 60_000).unwrap();
-    let mut doomed = server.conn();
-    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut doomed).unwrap();
-    let doomed_thread = thread::spawn(move || {
-        redis::cmd("LOCK.ACQUIRE")
-            .arg("k")
-            .arg("doomed")
-            .arg(60_000)
-            .arg("WAIT")
-            .arg(0)
-            .query::<Option<i64>>(&mut doomed)
-            .ok()
-            .flatten()
-    });
-    wait_for(LONG, "queued", || (waiters(&mut c, "k") == 1).then_some(()));
-    let _: Value = redis::pipe()
-        .atomic()
-        .cmd("LOCK.RELEASE")
-        .arg("k")
-        .arg("holder")
-        .cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(id)
-        .query(&mut c)
-        .unwrap();
+    let (id, doomed_thread) = doomed_waiter(&server, &mut c);
+    release_and_kill(&mut c, id);
     let _ = doomed_thread.join();
     wait_for(LONG, "the orphaned lock to be released", || {
         let exists: i64 = redis::cmd("EXISTS").arg("k").query(&mut c).unwrap();
@@ -425,15 +382,7 @@ fn waiters_are_served_when_the_key_goes_by_other_means() {
         let (reply, waited) = waiter.join().unwrap();
         assert!(reply.is_some(), "{name}: waiter granted");
         assert!(waited < Duration::from_secs(10), "{name}: {waited:?}");
-        assert!(
-            redis::cmd("LOCK.CHECK")
-                .arg("k")
-                .arg("waiter")
-                .query::<i64>(&mut c)
-                .unwrap()
-                > 0,
-            "{name}: waiter holds k"
-        );
+        assert!(check(&mut c, "k", "waiter") > 0, "{name}: waiter holds k");
     }
 }
 

@@ -206,14 +206,19 @@ pub fn release_if_held(
     Ok(true)
 }
 
+/// The `key token` arguments of LOCK.RELEASE and LOCK.CHECK.
+fn key_and_token<'a>(argv: *mut RStr, argc: c_int) -> Result<(&'a RStr, &'a [u8]), ArgError> {
+    let [_, name, rest @ ..] = api::argv(argv, argc) else {
+        return Err(ArgError::Arity);
+    };
+    let token = parse_token_only(rest.iter().map(|s| api::bytes(*s)), &limits())?;
+    Ok((name, token))
+}
+
 /// `LOCK.RELEASE key token`
 pub extern "C" fn release(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    let args = api::argv(argv, argc);
-    let [_, name, rest @ ..] = args else {
-        return arg_error(ctx, ArgError::Arity);
-    };
-    let token = match parse_token_only(rest.iter().map(|s| api::bytes(*s)), &limits()) {
-        Ok(t) => t,
+    let (name, token) = match key_and_token(argv, argc) {
+        Ok(parsed) => parsed,
         Err(e) => return arg_error(ctx, e),
     };
     let mut key = Key::write(ctx, *name);
@@ -232,12 +237,8 @@ pub extern "C" fn release(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
 
 /// `LOCK.CHECK key token`
 pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    let args = api::argv(argv, argc);
-    let [_, name, rest @ ..] = args else {
-        return arg_error(ctx, ArgError::Arity);
-    };
-    let token = match parse_token_only(rest.iter().map(|s| api::bytes(*s)), &limits()) {
-        Ok(t) => t,
+    let (name, token) = match key_and_token(argv, argc) {
+        Ok(parsed) => parsed,
         Err(e) => return arg_error(ctx, e),
     };
     stats::CHECKS.incr();

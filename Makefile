@@ -58,9 +58,11 @@ example: build
 	REDIS_URL=redis://127.0.0.1:$$port/ $(CARGO) run --release -q -p redis-lock --example basic; rc=$$?; \
 	redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$rc
 
-# The benchmark: starts its own servers, prints the table, rewrites bench/results/.
+# Benchmarks the module against the seed's SET NX PX + EVALSHA (~4 min on 2
+# cores); prints the table and rewrites bench/results/latest.md and chart.svg.
 bench: build
-	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) run --release -q -p lock-bench
+	@command -v redis-benchmark >/dev/null 2>&1 || { echo "make: redis-benchmark is missing (Debian/Ubuntu: apt-get install redis-tools)"; exit 1; }
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) run --release -p lock-bench
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -325,7 +325,7 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const W: f64 = 960.0;
+const W: f64 = 1060.0;
 const LABEL_W: f64 = 330.0;
 const PLOT_X0: f64 = 340.0;
 const PLOT_X1: f64 = 760.0;

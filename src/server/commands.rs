@@ -108,7 +108,9 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         Ok(s) => s,
         Err(WrongType) => return wrong_type(ctx),
     };
-    let queued = waiters::waiting(api::selected_db(ctx), api::bytes(*name)) > 0;
+    // Only a free lock can be promised to waiters: ask the queue only then.
+    let queued = standing == Standing::Free
+        && waiters::waiting(api::selected_db(ctx), api::bytes(*name)) > 0;
     match decide::acquire(standing, queued) {
         decide::Acquire::Grant => match grant(ctx, &mut key, *name, req.token, req.ttl_ms, None) {
             Some(fence) => {

@@ -349,8 +349,8 @@ fn cluster_single_node_owning_all_slots() {
     assert_eq!(int(&cmd(&mut c, ("CLUSTER", "COUNTKEYSINSLOT", sl))), 1);
 }
 
-#[test]
-fn cluster_two_nodes_redirect_with_moved() {
+/// Two cluster nodes: a serves slots 0–8191, b 8192–16383.
+fn two_node_cluster() -> (Server, Server, Connection, Connection) {
     let a = cluster_node();
     let b = cluster_node();
     let mut ca = a.conn();
@@ -375,6 +375,13 @@ fn cluster_two_nodes_redirect_with_moved() {
     cmd(&mut ca, ("CLUSTER", "MEET", "127.0.0.1", b.port(), cport));
     cluster_ok(&mut ca, 2);
     cluster_ok(&mut cb, 2);
+    (a, b, ca, cb)
+}
+
+#[test]
+fn cluster_two_nodes_redirect_with_moved() {
+    let (a, b, mut ca, mut cb) = two_node_cluster();
+    let _ = &a;
 
     // A key in b's half.
     let key = (0..)
@@ -406,4 +413,70 @@ fn cluster_two_nodes_redirect_with_moved() {
     must_acquire(&mut ca, key.as_bytes(), b"t", 60_000);
     let e = err(&mut cb, ("LOCK.CHECK", &key, "t"));
     assert!(e.starts_with("MOVED"), "{e}");
+}
+
+/// A lock whose slot migrates while a client waits for it on the old node:
+/// the old node must not grant it there (the holder keeps it on the new
+/// node); the waiter is told to retry, and the cluster redirects it.
+#[test]
+fn cluster_waiters_on_a_migrated_slot_are_sent_to_retry_not_granted() {
+    let (a, b, mut ca, mut cb) = two_node_cluster();
+    let key = (0..)
+        .map(|i| format!("lock:{i}"))
+        .find(|k| slot(&mut ca, k) < 8192)
+        .unwrap();
+    let sl = slot(&mut ca, &key);
+    let holder_fence = must_acquire(&mut ca, key.as_bytes(), b"holder", 60_000);
+
+    let mut waiter = a.conn();
+    let waiting_key = key.clone();
+    let waiter_thread = std::thread::spawn(move || {
+        try_cmd(
+            &mut waiter,
+            (
+                "LOCK.ACQUIRE",
+                waiting_key.as_str(),
+                "waiter",
+                60_000,
+                "WAIT",
+                30_000,
+            ),
+        )
+    });
+    wait_for(
+        std::time::Duration::from_secs(20),
+        "the waiter queued",
+        || (lock_stats(&mut ca).get("waiters") == Some(&1)).then_some(()),
+    );
+
+    // Move the slot, with the lock in it, from a to b.
+    let a_id = text(&cmd(&mut ca, ("CLUSTER", "MYID")));
+    let b_id = text(&cmd(&mut cb, ("CLUSTER", "MYID")));
+    cmd(
+        &mut cb,
+        ("CLUSTER", "SETSLOT", sl, "IMPORTING", a_id.as_str()),
+    );
+    cmd(
+        &mut ca,
+        ("CLUSTER", "SETSLOT", sl, "MIGRATING", b_id.as_str()),
+    );
+    cmd(
+        &mut ca,
+        ("MIGRATE", "127.0.0.1", b.port(), key.as_str(), 0, 5000),
+    );
+    for c in [&mut ca, &mut cb] {
+        cmd(c, ("CLUSTER", "SETSLOT", sl, "NODE", b_id.as_str()));
+    }
+
+    let reply = waiter_thread.join().unwrap();
+    let e = reply.expect_err("the waiter is not granted on the old node");
+    assert!(error_text(&e).starts_with("TRYAGAIN"), "{}", error_text(&e));
+    // The holder still holds it, on b, with its fence; a has no stray copy.
+    assert!(check(&mut cb, key.as_bytes(), b"holder") > 0);
+    assert_eq!(
+        must_acquire(&mut cb, key.as_bytes(), b"holder", 60_000),
+        holder_fence
+    );
+    assert_eq!(int(&cmd(&mut ca, ("DBSIZE",))), 0);
+    assert_eq!(lock_stats(&mut ca).get("wait_redirects"), Some(&1));
 }

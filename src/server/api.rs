@@ -74,6 +74,8 @@ pub fn missing() -> Vec<&'static str> {
         RedisModule_SelectDb,
         RedisModule_SubscribeToKeyspaceEvents,
         RedisModule_SubscribeToServerEvent,
+        RedisModule_Call,
+        RedisModule_FreeCallReply,
     )
 }
 
@@ -219,6 +221,23 @@ pub fn replicate_del(ctx: Ctx, key: RStr) {
         c"s".as_ptr(),
         key
     ));
+}
+
+/// In a cluster: whether this node serves the key's slot now (not migrated
+/// away, not migrating without the key). The server's own routing check
+/// answers: a module call on a key of a slot served elsewhere is refused.
+pub fn slot_is_local(ctx: Ctx, key: RStr) -> bool {
+    let reply = call!(RedisModule_Call(
+        ctx,
+        c"EXISTS".as_ptr(),
+        c"s".as_ptr(),
+        key
+    ));
+    if reply.is_null() {
+        return false;
+    }
+    call!(RedisModule_FreeCallReply(reply));
+    true
 }
 
 /// The database the calling client has selected.

@@ -53,7 +53,10 @@ pub static WAIT_DISCONNECTS: Counter = Counter::new();
 /// Grants whose waiter disconnected before the reply: taken back.
 pub static GRANTS_UNDELIVERED: Counter = Counter::new();
 
-const FIELDS: [(&CStr, &Counter); 12] = [
+/// Waiters sent to retry elsewhere: their key's cluster slot moved.
+pub static WAIT_REDIRECTS: Counter = Counter::new();
+
+const FIELDS: [(&CStr, &Counter); 13] = [
     (c"acquired", &ACQUIRED),
     (c"renewed", &RENEWED),
     (c"refused", &REFUSED),
@@ -66,6 +69,7 @@ const FIELDS: [(&CStr, &Counter); 12] = [
     (c"wait_timeouts", &WAIT_TIMEOUTS),
     (c"wait_disconnects", &WAIT_DISCONNECTS),
     (c"grants_undelivered", &GRANTS_UNDELIVERED),
+    (c"wait_redirects", &WAIT_REDIRECTS),
 ];
 
 /// The INFO callback: adds the `lock_stats` section.

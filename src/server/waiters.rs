@@ -41,6 +41,15 @@ struct Wait {
     ttl_ms: u64,
 }
 
+/// What a woken waiter is told.
+enum Outcome {
+    /// It holds the lock now.
+    Granted(Granted),
+    /// The key's cluster slot is no longer served here: retry, and the
+    /// cluster redirects.
+    Moved,
+}
+
 /// The reply owed to a waiter that was granted the lock.
 struct Granted {
     db: i32,
@@ -159,47 +168,67 @@ pub fn hand_off(ctx: Ctx, key: &mut Key, name: RStr, previous: Option<u64>) -> b
         return false;
     };
     stats::HANDOFFS.incr();
-    let granted = Box::new(Granted {
+    let granted = Outcome::Granted(Granted {
         db,
         key: key_bytes.into(),
         token: wait.token,
         fence,
         delivered: false,
     });
-    call!(RedisModule_UnblockClient(
-        bc,
-        Box::into_raw(granted).cast::<c_void>()
-    ));
+    wake(bc, granted);
     if let Some(at) = key.abs_expire() {
         arm_deadline(ctx, db, key_bytes, at);
     }
     true
 }
 
-/// Reply callback of a granted waiter: its fence.
+fn wake(bc: Bc, outcome: Outcome) {
+    call!(RedisModule_UnblockClient(
+        bc,
+        Box::into_raw(Box::new(outcome)).cast::<c_void>()
+    ));
+}
+
+/// Wakes every waiter of a key whose cluster slot moved away, with an
+/// error that makes cluster clients retry (and be redirected).
+fn send_away(ctx: Ctx, db: i32, key: &[u8]) {
+    while let Some((bc, _, timer)) = queues(|q| q.pop(db, key)) {
+        stop_timer(ctx, timer);
+        stats::WAIT_REDIRECTS.incr();
+        wake(bc as Bc, Outcome::Moved);
+    }
+}
+
+/// Reply callback of a woken waiter: its fence, or a retry error.
 extern "C" fn reply_granted(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
-    let granted = call!(RedisModule_GetBlockedClientPrivateData(ctx)).cast::<Granted>();
-    // SAFETY: set by `hand_off` from a Box; Redis frees it after this call.
-    match unsafe { granted.as_mut() } {
-        Some(g) => {
+    let outcome = call!(RedisModule_GetBlockedClientPrivateData(ctx)).cast::<Outcome>();
+    // SAFETY: set by `wake` from a Box; Redis frees it after this call.
+    match unsafe { outcome.as_mut() } {
+        Some(Outcome::Granted(g)) => {
             g.delivered = true;
             api::reply_i64(ctx, i64::try_from(g.fence).unwrap_or(i64::MAX))
         }
+        Some(Outcome::Moved) => api::reply_error_static(
+            ctx,
+            c"TRYAGAIN the lock's slot is no longer served by this node; retry the command",
+        ),
         None => api::reply_null(ctx),
     }
 }
 
-/// Frees a grant; one that never reached its client is taken back.
+/// Frees a reply; a grant that never reached its client is taken back.
 extern "C" fn free_granted(ctx: Ctx, privdata: *mut c_void) {
     if privdata.is_null() {
         return;
     }
-    // SAFETY: created by `hand_off` with Box::into_raw.
-    let granted = unsafe { Box::from_raw(privdata.cast::<Granted>()) };
-    if !granted.delivered {
-        stats::GRANTS_UNDELIVERED.incr();
-        PENDING.with(|p| p.borrow_mut().revoke.push(*granted));
-        arm_pending(ctx);
+    // SAFETY: created by `wake` with Box::into_raw.
+    let outcome = unsafe { Box::from_raw(privdata.cast::<Outcome>()) };
+    if let Outcome::Granted(granted) = *outcome {
+        if !granted.delivered {
+            stats::GRANTS_UNDELIVERED.incr();
+            PENDING.with(|p| p.borrow_mut().revoke.push(granted));
+            arm_pending(ctx);
+        }
     }
 }
 
@@ -342,6 +371,11 @@ fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
     // Opening for write expires a key past its deadline (and replicates the DEL).
     let mut key = Key::write(ctx, name.ptr());
     match key.kind() {
+        // In a cluster a key gone by other means may have migrated with its
+        // slot: grant only where the slot is still served.
+        Kind::Empty if in_cluster(ctx) && !api::slot_is_local(ctx, name.ptr()) => {
+            send_away(ctx, db, key_bytes);
+        }
         Kind::Empty => {
             hand_off(ctx, &mut key, name.ptr(), None);
         }
@@ -428,6 +462,10 @@ fn stop_timer(ctx: Ctx, timer: Option<u64>) {
         // SAFETY: the timer's data, created by `arm_deadline`.
         drop(unsafe { Box::from_raw(data.cast::<Deadline>()) });
     }
+}
+
+fn in_cluster(ctx: Ctx) -> bool {
+    api::context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
 }
 
 /// Whether the calling context may block (not in MULTI, a script, ...).

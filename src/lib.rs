@@ -2,7 +2,7 @@
 //! lock commands (`LOCK.ACQUIRE`, `LOCK.RELEASE`, `LOCK.CHECK`).
 //!
 //! * [`logic`]: pure Rust (parsing, value encoding, fencing, decisions).
-//! * [`server`]: the thin layer over the Redis module API.
+//! * `server` (private): the thin layer over the Redis module API.
 
 pub mod logic;
 mod server;

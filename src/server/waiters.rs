@@ -9,7 +9,8 @@
 //!   `FLUSHALL` or `SWAPDB`, from a 0 ms timer scheduled by the event
 //!   (events must not write to the keyspace themselves); after `DEL`,
 //!   `UNLINK`, `RENAME`, `MOVE` and the like, from a sweep every
-//!   [`SWEEP_MS`] that runs only while clients wait. The module does not
+//!   [`SWEEP_MS`] (over at most [`SWEEP_BATCH`] keys per tick) that runs
+//!   only while clients wait. The module does not
 //!   subscribe to generic keyspace events: every `SET ... PX` and `DEL` in
 //!   the server would then pay for a call into the module.
 //!
@@ -66,6 +67,9 @@ pub const PARK_MS: i64 = 1_000;
 /// How often keys with waiters are checked for removal by other means.
 pub const SWEEP_MS: i64 = 10;
 
+/// Most keys one sweep tick looks at.
+pub const SWEEP_BATCH: usize = 256;
+
 #[derive(Default)]
 struct Pending {
     /// Keys to serve from the next 0 ms timer.
@@ -76,6 +80,8 @@ struct Pending {
     armed: bool,
     /// The sweep timer is armed.
     sweeping: bool,
+    /// Keys the sweep has yet to look at in its current round.
+    sweep_todo: Vec<(i32, Box<[u8]>)>,
 }
 
 thread_local! {
@@ -347,11 +353,20 @@ fn arm_sweep(ctx: Ctx) {
     }
 }
 
-/// Serves every key with waiters (one lookup each); re-arms while any wait.
+/// Serves up to [`SWEEP_BATCH`] keys with waiters (one lookup each), going
+/// round all of them over successive ticks; re-arms while any wait. The
+/// work per tick stays bounded however many keys have waiters.
 extern "C" fn sweep(ctx: Ctx, _data: *mut c_void) {
-    PENDING.with(|p| p.borrow_mut().sweeping = false);
-    let keys = QUEUES.with(|q| q.borrow().keys());
-    for (db, key) in &keys {
+    let batch = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        p.sweeping = false;
+        if p.sweep_todo.is_empty() {
+            p.sweep_todo = QUEUES.with(|q| q.borrow().keys());
+        }
+        let from = p.sweep_todo.len().saturating_sub(SWEEP_BATCH);
+        p.sweep_todo.split_off(from)
+    });
+    for (db, key) in &batch {
         serve(ctx, *db, key);
     }
     if total() > 0 {

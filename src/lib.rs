@@ -91,20 +91,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     Status::Ok
 }
 
-/// Events that can free a lock with waiters without a LOCK.* command.
+/// Server events that free locks with waiters without a LOCK.* command and
+/// without per-key events (other removals are found by the waiters' sweep).
 fn subscribe(ctx: &Context) -> Result<(), &'static str> {
     let ok = raw::REDISMODULE_OK as c_int;
-    // Only expiry and eviction: generic events would tax every DEL and
-    // SET ... PX in the server (the waiters' sweep covers DEL, RENAME, ...).
-    let classes = raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED;
-    if call!(RedisModule_SubscribeToKeyspaceEvents(
-        ctx.ctx,
-        classes as c_int,
-        Some(waiters::on_keyspace_event)
-    )) != ok
-    {
-        return Err("could not subscribe to keyspace events");
-    }
     for id in [
         raw::REDISMODULE_EVENT_FLUSHDB,
         raw::REDISMODULE_EVENT_SWAPDB,

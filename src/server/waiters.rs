@@ -5,14 +5,14 @@
 //! * on `LOCK.RELEASE`, inside that command (see [`hand_off`]);
 //! * at the holder's deadline, from a timer armed for keys with waiters
 //!   (Redis's own active expiry can be ~100 ms late);
-//! * when the key goes by other means: after expiry, eviction, `FLUSHDB`,
-//!   `FLUSHALL` or `SWAPDB`, from a 0 ms timer scheduled by the event
-//!   (events must not write to the keyspace themselves); after `DEL`,
-//!   `UNLINK`, `RENAME`, `MOVE` and the like, from a sweep every
+//! * when the key goes by other means: after `FLUSHDB`, `FLUSHALL` or
+//!   `SWAPDB`, from a 0 ms timer scheduled by the server event (events must
+//!   not write to the keyspace themselves); after `DEL`, `UNLINK`,
+//!   `RENAME`, `MOVE`, an early expiry or an eviction, from a sweep every
 //!   [`SWEEP_MS`] (over at most [`SWEEP_BATCH`] keys per tick) that runs
-//!   only while clients wait. The module does not
-//!   subscribe to generic keyspace events: every `SET ... PX` and `DEL` in
-//!   the server would then pay for a call into the module.
+//!   only while clients wait. The module subscribes to no keyspace events:
+//!   every `SET ... PX`, `DEL` and expiry in the server would then pay for
+//!   a call into the module.
 //!
 //! A waiter that times out or disconnects leaves the queue at once. A
 //! waiter granted the lock that disconnects before its reply is sent does
@@ -20,10 +20,10 @@
 //!
 //! All of this runs on Redis's main thread; state lives in thread-locals,
 //! and no borrow of it is held across a call into Redis (which may call
-//! back into this module, for example with a keyspace event).
+//! back into this module).
 
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use redis_module::raw;
@@ -272,22 +272,6 @@ fn leave(ctx: Ctx, bc: Bc, park_until: Option<i64>) -> bool {
         }
         None => false,
     }
-}
-
-/// Keyspace events `expired` and `evicted`: a key with waiters that went
-/// is served from a 0 ms timer.
-pub extern "C" fn on_keyspace_event(
-    ctx: Ctx,
-    _class: c_int,
-    _event: *const c_char,
-    name: RStr,
-) -> c_int {
-    let db = api::selected_db(ctx);
-    let key = api::bytes(name);
-    if waiting(db, key) > 0 {
-        schedule(ctx, vec![(db, key.into())]);
-    }
-    raw::REDISMODULE_OK as c_int
 }
 
 /// `FLUSHDB`, `FLUSHALL` and `SWAPDB` fire no per-key events: serve every

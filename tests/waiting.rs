@@ -552,11 +552,11 @@ fn a_waiter_coming_back_after_its_timeout_keeps_its_place() {
     let server = Server::start();
     let mut c = server.conn();
     acquire(&mut c, "k", "holder", 60_000).unwrap();
-    // A waits in 300 ms slices with one token, as a client with a response
+    // A waits in 1 s slices with one token, as a client with a response
     // timeout does.
     let mut a_conn = server.conn();
     let a = thread::spawn(move || loop {
-        if let Some(fence) = acquire_wait(&mut a_conn, "k", "a", 60_000, 300) {
+        if let Some(fence) = acquire_wait(&mut a_conn, "k", "a", 60_000, 1_000) {
             assert_eq!(release(&mut a_conn, "k", "a"), 1);
             return fence;
         }
@@ -565,9 +565,10 @@ fn a_waiter_coming_back_after_its_timeout_keeps_its_place() {
         (waiters(&mut c, "k") == 1).then_some(())
     });
     let b = spawn_waiter(&server, "k", "b", 60_000, 0);
-    // Let A's slice end at least twice: each time it comes back to its place.
-    wait_for(LONG, "a's slices to end", || {
-        (stat(&mut c, "wait_timeouts") >= 2 && waiters(&mut c, "k") == 2).then_some(())
+    // Let A's slice end once: it comes back to its place. The release
+    // follows A's return within a poll (10 ms), far from its next timeout.
+    wait_for(LONG, "a's slice to end", || {
+        (stat(&mut c, "wait_timeouts") >= 1 && waiters(&mut c, "k") == 2).then_some(())
     });
     assert_eq!(release(&mut c, "k", "holder"), 1);
     let fence_a = a.join().unwrap();

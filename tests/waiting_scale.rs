@@ -20,6 +20,15 @@ fn resp(args: &[&str]) -> Vec<u8> {
     out
 }
 
+/// Reads one RESP integer reply (`:n`) from a raw connection.
+fn read_integer(conn: &mut BufReader<TcpStream>, who: &str) -> i64 {
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    line.strip_prefix(':')
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{who} got {line:?}"))
+}
+
 fn stat(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
     let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
     text.lines()
@@ -76,12 +85,7 @@ fn round(server: &Server, c: &mut redis::Connection) -> i64 {
     // releases so the next one is granted.
     let mut last = holder_fence;
     for (i, conn) in conns.iter_mut().enumerate() {
-        let mut line = String::new();
-        conn.read_line(&mut line).unwrap();
-        let fence: i64 = line
-            .strip_prefix(':')
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("waiter {i} got {line:?}"));
+        let fence = read_integer(conn, &format!("waiter {i}"));
         assert!(fence > last, "waiter {i}: fences increase in grant order");
         last = fence;
         conn.get_mut()
@@ -165,12 +169,7 @@ fn waiters_on_many_keys_are_all_served_after_a_del() {
     let deleted: i64 = del.query(&mut c).unwrap();
     assert_eq!(deleted, KEYS as i64);
     for (i, conn) in conns.iter_mut().enumerate() {
-        let mut line = String::new();
-        conn.read_line(&mut line).unwrap();
-        let fence: i64 = line
-            .strip_prefix(':')
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("waiter on k{i} got {line:?}"));
+        let fence = read_integer(conn, &format!("waiter on k{i}"));
         assert!(fence > fences[i], "k{i}: a new fence");
     }
     assert_eq!(waiters(&mut c), 0);

@@ -59,31 +59,10 @@ impl Rng {
         Duration::from_nanos(self.below(ns))
     }
 
-    /// A seed-style token: 16 random bytes, base64 URL with padding (24 chars).
+    /// A seed-style token (16 random bytes, base64url: 24 characters),
+    /// made as the client crate makes them.
     pub fn token(&mut self) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
-        let mut out = String::with_capacity(24);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            let chars = chunk.len() + 1;
-            for i in 0..4 {
-                if i < chars {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        redis_lock::new_token("")
     }
 }
 

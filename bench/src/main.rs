@@ -1,4 +1,4 @@
-//! `lock-bench`: the lock module against the seed's way (SET NX PX +
+//! `lock-bench`: the lock module against bsm/redis-lock's way (SET NX PX +
 //! EVALSHA compare-and-delete) and plain SET, side by side in one run.
 //!
 //! Starts its own redis-server processes with the module on loopback ports
@@ -320,7 +320,8 @@ fn main() {
     for (k, v) in &machine {
         header.push_str(&format!("| {k} | {} |\n", v.replace('|', "\\|")));
     }
-    header.push_str("\n![benchmark chart](bench/results/chart.svg)\n");
+    // Relative to latest.md, which is written next to chart.svg.
+    header.push_str("\n![benchmark chart](chart.svg)\n");
     println!("{}", report.text());
     if let Some(dir) = write_to {
         std::fs::create_dir_all(&dir).expect("create results directory");

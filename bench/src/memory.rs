@@ -27,7 +27,7 @@ fn used_memory(conn: &mut Connection) -> u64 {
     info_u64(conn, "memory", "used_memory")
 }
 
-/// `n` keys `lock:{i}` with distinct seed-style tokens (same on both sides),
+/// `n` keys `lock:{i}` with distinct tokens shaped like bsm/redis-lock's (same on both sides),
 /// over a connection of its own that is closed before memory is read.
 fn bulk_load(url: &str, n: u64, module: bool) {
     let mut conn = util::connect(url);
@@ -70,7 +70,7 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         .expect("LOCK.ACQUIRE");
     assert!(r > 0);
     let _: () = redis::cmd("SET")
-        .arg("mem:seed:1")
+        .arg("mem:setnx:1")
         .arg(FIXED_TOKEN)
         .arg("NX")
         .arg("PX")
@@ -78,9 +78,9 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         .query(&mut small)
         .expect("SET");
     let lock_bytes = memory_usage(&mut small, "mem:lock:1");
-    let seed_bytes = memory_usage(&mut small, "mem:seed:1");
+    let setnx_bytes = memory_usage(&mut small, "mem:setnx:1");
     util::flushall(&mut small);
-    let one_ratio = lock_bytes as f64 / seed_bytes as f64;
+    let one_ratio = lock_bytes as f64 / setnx_bytes as f64;
 
     // A million of each.
     let big0 = used_memory(&mut big);
@@ -93,19 +93,19 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
     assert_eq!(util::dbsize(&mut small), n, "keys loaded");
     util::flushall(&mut small);
     let lock_total = big1.saturating_sub(big0);
-    let seed_total = small1.saturating_sub(small0);
-    let bulk_ratio = lock_total as f64 / seed_total as f64;
+    let setnx_total = small1.saturating_sub(small0);
+    let bulk_ratio = lock_total as f64 / setnx_total as f64;
     eprintln!(
-        "  MEMORY USAGE {lock_bytes} vs {seed_bytes} B; {n} keys: {} vs {}",
+        "  MEMORY USAGE {lock_bytes} vs {setnx_bytes} B; {n} keys: {} vs {}",
         mb(lock_total),
-        mb(seed_total)
+        mb(setnx_total)
     );
 
     report.rows.push(Row {
         id: "5a".into(),
         what: "MEMORY USAGE of a held lock vs a SET NX PX key, same token".into(),
         module: format!("{lock_bytes} B"),
-        baseline: format!("{seed_bytes} B"),
+        baseline: format!("{setnx_bytes} B"),
         value: one_ratio,
         unit: "×",
         target: Some(Target::at_most(1.25)),
@@ -115,7 +115,7 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         id: "5b".into(),
         what: format!("used_memory growth with {} held locks", thousands(n)),
         module: format!("{} ({} B/lock)", mb(lock_total), lock_total / n.max(1)),
-        baseline: format!("{} ({} B/key)", mb(seed_total), seed_total / n.max(1)),
+        baseline: format!("{} ({} B/key)", mb(setnx_total), setnx_total / n.max(1)),
         value: bulk_ratio,
         unit: "×",
         target: None,
@@ -130,25 +130,25 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
     table.push(vec![
         "MEMORY USAGE (one key, 24-char token)".into(),
         format!("{lock_bytes} B"),
-        format!("{seed_bytes} B"),
+        format!("{setnx_bytes} B"),
         format!("{one_ratio:.2}×"),
     ]);
     table.push(vec![
         format!("used_memory growth, {} keys", thousands(n)),
         mb(lock_total),
-        mb(seed_total),
+        mb(setnx_total),
         format!("{bulk_ratio:.2}×"),
     ]);
     table.push(vec![
         "per key".into(),
         format!("{} B", lock_total / n.max(1)),
-        format!("{} B", seed_total / n.max(1)),
+        format!("{} B", setnx_total / n.max(1)),
         String::new(),
     ]);
     report.sections.push(Section {
         title: "5. Memory".into(),
         method: format!(
-            "`MEMORY USAGE key SAMPLES 0` of `mem:lock:1` (LOCK.ACQUIRE) and `mem:seed:1` (SET NX PX), both \
+            "`MEMORY USAGE key SAMPLES 0` of `mem:lock:1` (LOCK.ACQUIRE) and `mem:setnx:1` (SET NX PX), both \
              with the same 24-character token. Then {} keys `lock:<i>` with distinct 24-character tokens are \
              loaded (pipelined, 10,000 per batch) on two fresh servers, one as held locks, one as `SET NX PX` \
              keys, and `used_memory` is read before and after (after the loader disconnected).",

@@ -339,7 +339,7 @@ fn svg(report: &Report, subtitle: &str) -> String {
     let mut y = 20.0;
     let _ = writeln!(
         body,
-        r#"<text x="10" y="{y}" font-size="17" font-weight="bold">Redis lock module vs the seed's SET NX PX + EVALSHA</text>"#
+        r#"<text x="10" y="{y}" font-size="17" font-weight="bold">Redis lock module vs bsm/redis-lock's SET NX PX + EVALSHA</text>"#
     );
     y += 18.0;
     let _ = writeln!(

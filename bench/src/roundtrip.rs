@@ -1,5 +1,5 @@
 //! Measurement 2: uncontended lock + unlock cycles per second over real
-//! round trips: the client crate against the seed's SET NX PX + EVALSHA,
+//! round trips: the client crate against bsm/redis-lock's SET NX PX + EVALSHA,
 //! with PING round trips as the physical limit.
 
 use std::sync::{Arc, Barrier};
@@ -18,11 +18,11 @@ enum Kind {
     Ping,
     /// The client crate's `Locker::lock()` + `unlock()`.
     Client,
-    /// The seed's way: `SET key token NX PX 5000`, then `EVALSHA` compare-and-delete.
-    Seed,
+    /// The Go library's way: `SET key token NX PX 5000`, then `EVALSHA` compare-and-delete.
+    GoLibrary,
 }
 
-const KINDS: [Kind; 3] = [Kind::Ping, Kind::Client, Kind::Seed];
+const KINDS: [Kind; 3] = [Kind::Ping, Kind::Client, Kind::GoLibrary];
 
 /// The kind measured in slice `k`: every three slices hold one of each
 /// kind, in an order that rotates so none always comes first.
@@ -69,9 +69,9 @@ fn rates(url: &str, conns: usize, per_kind: usize, slice: Duration, sha: &str) -
                             *count += 1;
                         }
                     }
-                    Kind::Seed => {
+                    Kind::GoLibrary => {
                         while Instant::now() < end {
-                            // The seed makes a fresh 16-byte token per Lock().
+                            // The Go library makes a fresh 16-byte token per Lock().
                             let token = rng.token();
                             let ok: Value = redis::cmd("SET")
                                 .arg(&key)
@@ -89,7 +89,7 @@ fn rates(url: &str, conns: usize, per_kind: usize, slice: Duration, sha: &str) -
                                 .arg(&token)
                                 .query(&mut conn)
                                 .expect("EVALSHA");
-                            assert_eq!(n, 1, "seed release failed");
+                            assert_eq!(n, 1, "bsm/redis-lock release failed");
                             *count += 1;
                         }
                     }
@@ -119,13 +119,15 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Durat
         "PING round trips/s",
         "ceiling: cycles/s (PING ÷ 2)",
         "client crate cycles/s",
-        "seed SET NX PX + EVALSHA cycles/s",
-        "ratio client ÷ seed",
+        "bsm/redis-lock SET NX PX + EVALSHA cycles/s",
+        "ratio client ÷ bsm/redis-lock",
     ]);
     for (row, conns) in [1usize, 16].into_iter().enumerate() {
         let [p, c, s] = rates(url, conns, per_kind, slice, &sha);
         let ratio = c / s;
-        eprintln!("  {conns} connection(s): PING {p:.0}/s, client {c:.0}/s, seed {s:.0}/s");
+        eprintln!(
+            "  {conns} connection(s): PING {p:.0}/s, client {c:.0}/s, bsm/redis-lock {s:.0}/s"
+        );
         let ceiling = p / 2.0;
         let of = |v: f64| {
             format!(
@@ -145,7 +147,7 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Durat
         report.rows.push(Row {
             id: format!("2{}", ['a', 'b'][row]),
             what: format!(
-                "lock + unlock cycles/s, {conns} connection{}, client crate vs seed (ceiling {}/s)",
+                "lock + unlock cycles/s, {conns} connection{}, client crate vs bsm/redis-lock (ceiling {}/s)",
                 if conns == 1 { "" } else { "s" },
                 thousands(ceiling as u64)
             ),
@@ -157,7 +159,7 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Durat
             skipped: None,
         });
         report.ratio_bars.push(RatioBar::new(
-            format!("lock+unlock time, {conns} conn: client ÷ seed"),
+            format!("lock+unlock, {conns} conn: client ÷ bsm/redis-lock"),
             1.0 / ratio,
             1.0,
         ));
@@ -168,9 +170,9 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Durat
         method: format!(
             "One key per connection, blocking redis-rs connections, one thread each. Client crate: \
              `Locker::new(conn, key, Options::default())`, then `lock()` + `unlock()` in a loop \
-             (LOCK.ACQUIRE + LOCK.RELEASE). Seed: a fresh 24-char token, `SET key token NX PX 5000`, then \
-             `EVALSHA` of the seed's compare-and-delete script. Both need two round trips per cycle, so the \
-             ceiling is PING round trips ÷ 2. PING, client and seed take turns in {slice:?} slices, all \
+             (LOCK.ACQUIRE + LOCK.RELEASE). bsm/redis-lock: a fresh 24-char token, `SET key token NX PX 5000`, then \
+             `EVALSHA` of bsm/redis-lock's compare-and-delete script. Both need two round trips per cycle, so the \
+             ceiling is PING round trips ÷ 2. PING, client and bsm/redis-lock take turns in {slice:?} slices, all \
              connections switching together, {per_kind} slices each ({:?} per figure), so a disturbance of the \
              machine hits all three alike.",
             slice * per_kind as u32

@@ -1,5 +1,5 @@
 //! Shared helpers: random tokens, statistics, INFO parsing, bulk loading,
-//! the seed's scripts.
+//! bsm/redis-lock's scripts.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -7,13 +7,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, Value};
 
-/// The seed's release script (compare-and-delete), verbatim.
+/// The Go library's release script (compare-and-delete), verbatim.
 pub const DEL_SCRIPT: &str = r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
 
 /// The check baseline: compare-and-PTTL.
 pub const PTTL_SCRIPT: &str = r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pttl", KEYS[1]) else return 0 end"#;
 
-/// A token shaped like the seed's (16 random bytes, base64 URL, 24 chars).
+/// A token shaped like bsm/redis-lock's (16 random bytes, base64 URL, 24 chars).
 pub const FIXED_TOKEN: &str = "kZ4bNcP1X7vQm2LrT8sYwA==";
 
 /// A small, fast, non-cryptographic generator (xorshift64*): tokens and
@@ -22,9 +22,9 @@ pub const FIXED_TOKEN: &str = "kZ4bNcP1X7vQm2LrT8sYwA==";
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        // splitmix64 of the seed, never zero.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    pub fn new(start: u64) -> Rng {
+        // splitmix64 of the start value, never zero.
+        let mut z = start.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         Rng((z ^ (z >> 31)) | 1)
@@ -59,7 +59,7 @@ impl Rng {
         Duration::from_nanos(self.below(ns))
     }
 
-    /// A seed-style token (16 random bytes, base64url: 24 characters),
+    /// A token shaped like bsm/redis-lock's (16 random bytes, base64url: 24 characters),
     /// made as the client crate makes them.
     pub fn token(&mut self) -> String {
         redis_lock::new_token("")
@@ -241,8 +241,8 @@ pub fn hold_locks(conn: &mut Connection, prefix: &str, keys: u64, token: &str, t
     );
 }
 
-/// The seed's way: `SET {prefix}{rand_int(i)} token NX PX ttl` for `keys` keys.
-pub fn hold_seed_locks(conn: &mut Connection, prefix: &str, keys: u64, token: &str, ttl_ms: u64) {
+/// The Go library's way: `SET {prefix}{rand_int(i)} token NX PX ttl` for `keys` keys.
+pub fn hold_setnx_locks(conn: &mut Connection, prefix: &str, keys: u64, token: &str, ttl_ms: u64) {
     pipelined(
         conn,
         (0..keys).map(|i| {
@@ -324,7 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_look_like_the_seeds() {
+    fn tokens_look_like_bsm_redis_locks() {
         let mut r = Rng::new(1);
         let t = r.token();
         assert_eq!(t.len(), 24);

@@ -1,4 +1,4 @@
-//! The seed's Example, ported line for line.
+//! bsm/redis-lock's example, ported line for line.
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example basic
@@ -12,8 +12,9 @@
 //! I have renewed my lock!
 //! ```
 //!
-//! and leaves no key behind. (The second line is the seed's own quirk: it is
-//! printed while the lock is still held.)
+//! and leaves no key behind. The second line is the Go example's own quirk,
+//! kept so that the output matches: it is printed while the lock is still
+//! held (see the comment where it is printed).
 
 use std::thread;
 use std::time::Duration;
@@ -44,6 +45,10 @@ fn main() {
     // Sleep and check if still locked afterwards.
     thread::sleep(Duration::from_millis(200));
     if locker.is_locked() {
+        // The message is bsm/redis-lock's, kept word for word, but it is
+        // printed when the lock is still held (200 ms into a 5 s lock): the
+        // Go example tests IsLocked() and prints the opposite. A real
+        // program would ask the server: `locker.ttl()?` is None once expired.
         println!("My lock has expired!");
     }
 

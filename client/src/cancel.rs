@@ -1,4 +1,4 @@
-//! Cancellation handles for `lock_with_context` (the seed's `context.Context`).
+//! Cancellation handles for `lock_with_context` (bsm/redis-lock's `context.Context`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use crate::signal::Signal;
 ///
 /// Clones share the state: cancel one, and all are cancelled. A handle made
 /// with [`CancelHandle::with_timeout`] also cancels itself at its deadline
-/// (the seed's `context.WithTimeout`).
+/// (bsm/redis-lock's `context.WithTimeout`).
 ///
 /// ```
 /// use std::time::Duration;

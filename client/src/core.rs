@@ -60,7 +60,7 @@ impl LockState {
     }
 
     /// Starts `unlock()`: the command to send, if we hold a token at all.
-    /// Clears the hold either way (the seed always clears its token).
+    /// Clears the hold either way (bsm/redis-lock always clears its token).
     pub(crate) fn take_unlock_cmd(&mut self) -> Option<Cmd> {
         let hold = self.hold.take()?;
         Some(self.release_cmd(&hold.token))
@@ -161,7 +161,7 @@ impl LockOp {
         }
     }
 
-    /// Obtains afresh with a new token (the seed's `create`).
+    /// Obtains afresh with a new token (bsm/redis-lock's `create`).
     fn obtain(&mut self, state: &mut LockState, now: Instant) -> Action {
         state.hold = None;
         let token = new_token(&state.options.token_prefix);
@@ -230,7 +230,7 @@ impl LockOp {
                 Ok(Some(_)) => {
                     // The lock had lapsed and was granted to our token anew,
                     // with a new fence: our hold was lost in between. Like
-                    // the seed, give that token up and obtain afresh.
+                    // bsm/redis-lock, give that token up and obtain afresh.
                     let token = state.hold.take().map(|h| h.token).unwrap_or_default();
                     let cmd = state.release_cmd(&token);
                     self.phase = Phase::DroppingStray { token };
@@ -240,7 +240,7 @@ impl LockOp {
                     }
                 }
                 Ok(None) => self.obtain(state, now),
-                // Like the seed: report the error, keep the hold.
+                // Like bsm/redis-lock: report the error, keep the hold.
                 Err(e) => Action::Done(Err(e.into())),
             },
             Phase::DroppingStray { .. } => match reply {

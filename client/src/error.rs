@@ -18,16 +18,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The lock is held by someone else (after all retries): returned by
     /// [`Locker::obtain`](crate::Locker::obtain) and the `guard` methods.
-    /// The seed's `ErrLockNotObtained`.
+    /// The Go library's `ErrLockNotObtained`.
     NotObtained,
     /// `unlock()` found the lock no longer ours (expired, deleted or taken by
     /// someone else), or we held none; nothing was changed on the server.
-    /// The seed's `ErrLockUnlockFailed`.
+    /// The Go library's `ErrLockUnlockFailed`.
     UnlockFailed,
     /// A cancellation handle ended the wait
     /// ([`Locker::lock_with_context`](crate::Locker::lock_with_context)).
     Cancelled,
-    /// The server does not know the `LOCK.*` commands: the module is not loaded.
+    /// The server does not know the `LOCK.*` commands: the module is not
+    /// loaded. The message says how to load it, including the
+    /// `enable-module-command yes` that `MODULE LOAD` needs on Redis 7+.
     ModuleNotLoaded {
         /// The server's reply, for example
         /// `unknown command 'LOCK.ACQUIRE', with args beginning with: …`.
@@ -52,11 +54,15 @@ impl fmt::Display for Error {
             Error::NotObtained => f.write_str("lock not obtained"),
             Error::UnlockFailed => f.write_str("lock unlock failed"),
             Error::Cancelled => f.write_str("lock attempt cancelled"),
+            // Says how, because the first thing a new user meets is Redis 7's
+            // refusal of MODULE LOAD (enable-module-command is off by default).
             Error::ModuleNotLoaded { reply } => write!(
                 f,
                 "the lock module is not loaded on this Redis server (it answered: {reply}); \
-                 load it with `loadmodule /path/to/liblock.so` in redis.conf, \
-                 or at run time with `MODULE LOAD /path/to/liblock.so`"
+                 load it at start with `loadmodule /path/to/liblock.so` in redis.conf \
+                 (or `redis-server --loadmodule /path/to/liblock.so`), \
+                 or at run time with `MODULE LOAD /path/to/liblock.so`, which Redis 7+ and Valkey \
+                 allow only with `enable-module-command yes` (or `local`) in redis.conf"
             ),
             Error::Redis(e) => write!(f, "redis error: {e}"),
         }

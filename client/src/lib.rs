@@ -1,6 +1,6 @@
 //! Client for the lock Redis module: distributed locks with token-checked
 //! release, fencing tokens, watchdog renewal and server-side FIFO waiting,
-//! behind the API of the Go library `bsm/redis-lock` (the "seed").
+//! behind the API of the Go library `bsm/redis-lock`.
 //!
 //! The module (`liblock.so`) offers three commands; this crate drives them:
 //!
@@ -32,7 +32,7 @@
 //!   connection. [`AsyncLocker`] (feature `tokio`, on by default) works over
 //!   `MultiplexedConnection` and `ConnectionManager`. Both run the same
 //!   state machine, so they behave the same.
-//! - [`Options`]: the seed's lock timeout (5 s), retry count (0), retry delay
+//! - [`Options`]: bsm/redis-lock's lock timeout (5 s), retry count (0), retry delay
 //!   (100 ms) and token prefix, plus [`RetryStrategy`] and server-side
 //!   waiting.
 //! - [`LockGuard`] / [`AsyncLockGuard`] release on drop and can run a

@@ -1,4 +1,4 @@
-//! Lock options: the seed's fields and defaults, plus retry strategies and
+//! Lock options: bsm/redis-lock's fields and defaults, plus retry strategies and
 //! server-side waiting.
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub const DEFAULT_SERVER_WAIT_SLICE: Duration = Duration::from_millis(400);
 /// use std::time::Duration;
 /// use redis_lock::RetryStrategy;
 ///
-/// // The seed's behaviour: `retry_delay` between every two tries.
+/// // The Go library's behaviour: `retry_delay` between every two tries.
 /// let fixed = RetryStrategy::Fixed;
 /// assert_eq!(fixed.nominal_delay(Duration::from_millis(100), 3), Duration::from_millis(100));
 ///
@@ -28,7 +28,7 @@ pub const DEFAULT_SERVER_WAIT_SLICE: Duration = Duration::from_millis(400);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RetryStrategy {
-    /// Sleep [`Options::retry_delay`] between tries (the seed's behaviour).
+    /// Sleep [`Options::retry_delay`] between tries (bsm/redis-lock's behaviour).
     #[default]
     Fixed,
     /// Sleep `retry_delay × 2ⁿ` before retry `n` (counting from 0), capped at
@@ -83,8 +83,8 @@ impl RetryStrategy {
 
 /// Options of a [`Locker`](crate::Locker) or [`AsyncLocker`](crate::AsyncLocker).
 ///
-/// The first four fields are the seed's, with its defaults and normalisation
-/// (see [`Options::normalize`]); `Options::default()` is the seed's `nil`.
+/// The first four fields are bsm/redis-lock's, with its defaults and normalisation
+/// (see [`Options::normalize`]); `Options::default()` is bsm/redis-lock's `nil`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -115,7 +115,7 @@ pub struct Options {
     /// Prepended to the random token, so that an operator can see who holds
     /// a lock (for example `hostname-pid-`). Default empty.
     pub token_prefix: String,
-    /// How to space the retries. Default [`RetryStrategy::Fixed`] (the seed's).
+    /// How to space the retries. Default [`RetryStrategy::Fixed`] (bsm/redis-lock's).
     pub retry_strategy: RetryStrategy,
     /// With retries, wait in the server's FIFO queue (`LOCK.ACQUIRE … WAIT`)
     /// instead of polling, when the server supports it; servers that do not
@@ -151,9 +151,9 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Replaces out-of-range values with the defaults, as the seed does:
+    /// Replaces out-of-range values with the defaults, as bsm/redis-lock does:
     /// a zero lock timeout becomes 5 s, a zero retry delay 100 ms, a zero
-    /// server wait slice 400 ms. (The seed's "negative retry count becomes 0"
+    /// server wait slice 400 ms. (The Go library's "negative retry count becomes 0"
     /// is enforced by the type.) Lockers normalise their options on creation.
     ///
     /// ```
@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_seeds() {
+    fn defaults_are_bsm_redis_locks() {
         let o = Options::default();
         assert_eq!(o.lock_timeout, Duration::from_secs(5));
         assert_eq!(o.retry_count, 0);

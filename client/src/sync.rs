@@ -13,7 +13,7 @@ use crate::guard::LockGuard;
 use crate::options::Options;
 
 /// A distributed lock on one key, over a blocking redis-rs connection: the
-/// seed's `Locker`.
+/// `Locker` of bsm/redis-lock.
 ///
 /// `C` is any [`redis::ConnectionLike`]: a [`redis::Connection`], a
 /// `&mut Connection` (to keep using the connection elsewhere), an r2d2
@@ -44,8 +44,8 @@ pub struct Locker<C = redis::Connection> {
 }
 
 impl<C: ConnectionLike> Locker<C> {
-    /// A locker on `key` (the seed's `New`); `options` are normalised
-    /// (`Options::default()` is the seed's `nil`). Nothing is sent yet.
+    /// A locker on `key` (bsm/redis-lock's `New`); `options` are normalised
+    /// (`Options::default()` is bsm/redis-lock's `nil`). Nothing is sent yet.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), redis_lock::Error> {
@@ -62,7 +62,7 @@ impl<C: ConnectionLike> Locker<C> {
         }
     }
 
-    /// New + [`lock`](Self::lock) (the seed's `Obtain`): the locker holding
+    /// New + [`lock`](Self::lock) (bsm/redis-lock's `Obtain`): the locker holding
     /// the lock, or [`Error::NotObtained`] when someone else holds it after
     /// all retries. Pass `&mut conn` to keep the connection on failure.
     ///
@@ -88,7 +88,7 @@ impl<C: ConnectionLike> Locker<C> {
         }
     }
 
-    /// Obtains the lock, or renews it if this locker holds it (the seed's
+    /// Obtains the lock, or renews it if this locker holds it (bsm/redis-lock's
     /// `Lock`).
     ///
     /// - Not holding: tries with a new token, retrying up to
@@ -98,7 +98,7 @@ impl<C: ConnectionLike> Locker<C> {
     /// - Holding: resets the lock's time to live to
     ///   [`Options::lock_timeout`], keeping token and fence. If the lock was
     ///   lost meanwhile (expired, deleted, taken), obtains it afresh with a
-    ///   new token, as the seed does; so this returns `Ok(false)` (and
+    ///   new token, as bsm/redis-lock does; so this returns `Ok(false)` (and
     ///   [`is_locked`](Self::is_locked) becomes false) when someone else
     ///   holds it now. Compare [`fence`](Self::fence) before and after to
     ///   tell a renewal from a new hold.
@@ -109,7 +109,7 @@ impl<C: ConnectionLike> Locker<C> {
     }
 
     /// Like [`lock`](Self::lock), but `cancel` ends the wait between retries
-    /// at once with [`Error::Cancelled`] (the seed's `LockWithContext`).
+    /// at once with [`Error::Cancelled`] (bsm/redis-lock's `LockWithContext`).
     ///
     /// A server-side wait in progress cannot be interrupted (the connection
     /// is blocked in a read): cancellation is seen when the current slice of
@@ -167,7 +167,7 @@ impl<C: ConnectionLike> Locker<C> {
         }
     }
 
-    /// Releases the lock if it is still ours (the seed's `Unlock`):
+    /// Releases the lock if it is still ours (bsm/redis-lock's `Unlock`):
     /// [`Error::UnlockFailed`] when it was not (expired, taken by someone
     /// else, or never obtained), in which case nothing is changed on the
     /// server. Always clears the local state.
@@ -252,7 +252,7 @@ impl<C: ConnectionLike> Locker<C> {
 }
 
 impl<C> Locker<C> {
-    /// Whether this locker holds a lock, by its own record (the seed's
+    /// Whether this locker holds a lock, by its own record (bsm/redis-lock's
     /// `IsLocked`): true after a successful `lock()` until `unlock()` or a
     /// failed `lock()`. It does not ask the server; [`ttl`](Locker::ttl) does.
     pub fn is_locked(&self) -> bool {

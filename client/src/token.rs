@@ -1,5 +1,5 @@
 //! Random lock tokens: 16 bytes from the thread-local CSPRNG (seeded from the
-//! operating system), base64url-encoded with padding as the seed does:
+//! operating system), base64url-encoded with padding as bsm/redis-lock does:
 //! 24 characters, after the configured prefix.
 
 use rand::RngCore;

@@ -1,4 +1,5 @@
-//! The `basic` example prints the seed's Output and leaves no key behind.
+//! The `basic` example prints what bsm/redis-lock's example prints and leaves
+//! no key behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ fn example_binary() -> PathBuf {
 }
 
 #[test]
-fn basic_example_prints_the_seeds_output() {
+fn basic_example_prints_the_go_examples_output() {
     let server = Server::start();
     let out = Command::new(example_binary())
         .env("REDIS_URL", server.url())

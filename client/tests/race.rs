@@ -1,4 +1,4 @@
-//! The seed's fuzzing test: 1000 lockers racing for one key, each with a
+//! The Go library's fuzzing test: 1000 lockers racing for one key, each with a
 //! short retry window; exactly one wins. Through threads (sync locker) and
 //! tasks (async locker).
 
@@ -21,7 +21,7 @@ const LOCKERS: usize = 1000;
 fn race_options() -> Options {
     Options {
         lock_timeout: Duration::from_secs(10),
-        ..seed_options()
+        ..go_library_options()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Shared test support: one locker interface over the sync and async
-//! lockers, so that the seed's suite runs through both.
+//! lockers, so that bsm/redis-lock's suite runs through both.
 #![allow(dead_code)]
 
 pub mod fake;
@@ -136,9 +136,9 @@ impl Flavor for Async {
     }
 }
 
-/// The options of the seed's suite: 4 retries 25 ms apart, 1 s locks, and a
+/// The options of bsm/redis-lock's suite: 4 retries 25 ms apart, 1 s locks, and a
 /// token prefix.
-pub fn seed_options() -> Options {
+pub fn go_library_options() -> Options {
     Options {
         retry_count: 4,
         retry_delay: Duration::from_millis(25),

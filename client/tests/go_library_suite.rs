@@ -1,4 +1,4 @@
-//! The seed's test suite (bsm/redis-lock `lock_test.go`), run through both
+//! The Go library's test suite (bsm/redis-lock `lock_test.go`), run through both
 //! the sync and the async locker against a real redis-server with the module.
 
 mod common;
@@ -35,7 +35,7 @@ fn normalizes_options<F: Flavor>() {
 
 fn obtain_fails_when_held<F: Flavor>() {
     let server = Server::start();
-    let mut holder = F::new(&server, KEY, seed_options());
+    let mut holder = F::new(&server, KEY, go_library_options());
     assert!(holder.lock().unwrap());
     match F::obtain(&server, KEY, Options::default()) {
         Err(e @ Error::NotObtained) => assert_eq!(e.to_string(), "lock not obtained"),
@@ -55,7 +55,7 @@ fn obtains_through_shortcut<F: Flavor>() {
 fn obtains_fresh_locks<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(!locker.is_locked());
     assert!(locker.lock().unwrap());
     assert!(locker.is_locked());
@@ -78,7 +78,7 @@ fn retries_if_enabled<F: Flavor>() {
     let _: () = conn.set(KEY, "ABCD").unwrap();
     let _: () = conn.pexpire(KEY, 30).unwrap();
 
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(locker.lock().unwrap());
     assert!(locker.is_locked());
     let token = locker.token().unwrap();
@@ -96,7 +96,7 @@ fn does_not_retry_if_disabled<F: Flavor>() {
 
     let options = Options {
         retry_count: 0,
-        ..seed_options()
+        ..go_library_options()
     };
     let mut locker = F::new(&server, KEY, options);
     let start = Instant::now();
@@ -115,7 +115,7 @@ fn gives_up_when_retry_count_reached<F: Flavor>() {
     let _: () = conn.set(KEY, "ABCD").unwrap();
     let _: () = conn.pexpire(KEY, 1000).unwrap();
 
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     let start = Instant::now();
     assert!(!locker.lock().unwrap());
     let elapsed = start.elapsed().as_millis() as i64;
@@ -133,7 +133,7 @@ fn gives_up_when_retry_count_reached<F: Flavor>() {
 fn releases_own_locks<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(locker.lock().unwrap());
     assert!(locker.is_locked());
 
@@ -148,7 +148,7 @@ fn fails_to_release_expired_lock<F: Flavor>() {
     let server = Server::start();
     let options = Options {
         lock_timeout: Duration::from_millis(100),
-        ..seed_options()
+        ..go_library_options()
     };
     let mut locker = F::new(&server, KEY, options);
     assert!(locker.lock().unwrap());
@@ -161,7 +161,7 @@ fn does_not_release_someone_elses_locks<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
     let _: () = conn.set(KEY, "ABCD").unwrap();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(!locker.is_locked());
 
     let err = locker.unlock().unwrap_err();
@@ -185,7 +185,7 @@ fn does_not_release_someone_elses_locks<F: Flavor>() {
 fn refreshes_locks<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(locker.lock().unwrap());
     let (token, fence) = (locker.token(), locker.fence());
 
@@ -203,7 +203,7 @@ fn refreshes_locks<F: Flavor>() {
 fn recreates_expired_locks_on_refresh<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(locker.lock().unwrap());
     let (token, fence) = (locker.token().unwrap(), locker.fence().unwrap());
 
@@ -222,7 +222,7 @@ fn recreates_expired_locks_on_refresh<F: Flavor>() {
 fn does_not_recapture_locks_taken_by_someone_else<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert!(locker.lock().unwrap());
     assert!(locker.is_locked());
     let _: () = conn.set(KEY, "ABCD").unwrap();
@@ -236,7 +236,7 @@ fn does_not_recapture_locks_taken_by_someone_else<F: Flavor>() {
 fn ttl_is_asked_from_the_server<F: Flavor>() {
     let server = Server::start();
     let mut conn = server.conn();
-    let mut locker = F::new(&server, KEY, seed_options());
+    let mut locker = F::new(&server, KEY, go_library_options());
     assert_eq!(locker.ttl().unwrap(), None, "not held");
     assert!(locker.lock().unwrap());
     let ttl = locker.ttl().unwrap().expect("held").as_millis() as i64;
@@ -250,7 +250,7 @@ fn fences_increase_with_each_holder<F: Flavor>() {
     let server = Server::start();
     let mut last = 0;
     for _ in 0..5 {
-        let mut locker = F::new(&server, KEY, seed_options());
+        let mut locker = F::new(&server, KEY, go_library_options());
         assert!(locker.lock().unwrap());
         let fence = locker.fence().unwrap();
         assert!(fence > last, "fence {fence} after {last}");
@@ -268,7 +268,7 @@ fn cancellation_ends_a_retry_wait<F: Flavor>() {
 
     let options = Options {
         retry_count: 1000,
-        ..seed_options()
+        ..go_library_options()
     };
     let mut locker = F::new(&server, KEY, options);
     let cancel = CancelHandle::new();
@@ -320,10 +320,11 @@ fn says_when_the_module_is_missing<F: Flavor>() {
     let msg = err.to_string();
     assert!(msg.contains("loadmodule /path/to/liblock.so"), "{msg}");
     assert!(msg.contains("MODULE LOAD"), "{msg}");
+    assert!(msg.contains("enable-module-command yes"), "{msg}");
     assert!(!locker.is_locked());
 }
 
-macro_rules! seed_suite {
+macro_rules! go_library_suite {
     ($flavor:ty) => {
         use super::*;
 
@@ -399,9 +400,9 @@ macro_rules! seed_suite {
 }
 
 mod sync_locker {
-    seed_suite!(Sync);
+    go_library_suite!(Sync);
 }
 
 mod async_locker {
-    seed_suite!(Async);
+    go_library_suite!(Async);
 }

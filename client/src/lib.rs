@@ -67,3 +67,14 @@ pub use options::{
 pub use sync::Locker;
 pub use token::{new_token, TOKEN_LEN};
 pub use watchdog::{LossReason, LossSignal};
+
+/// The code blocks of this crate's README (its front page) compile as
+/// doctests, so that the documented examples cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The same for the project's top README.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct TopReadmeDoctests;

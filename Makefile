@@ -17,6 +17,8 @@ DATA ?= target/run-data
 # binary of the workspace (the module's and the client's), not the unit,
 # property and doc tests, which do not depend on the server.
 SERVER_SUITE ?= --workspace --test '*'
+# Every test binary runs even after one fails.
+TEST_FLAGS ?= --no-fail-fast
 
 .PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench example clean
 
@@ -48,25 +50,29 @@ run: build ## redis-server with the module on 127.0.0.1:PORT (6379), data in DAT
 
 # The whole suite: the set-up scripts' tests, lint, every test on Redis 7.0
 # (Debian's redis-server), then the integration tests on Redis 8.0 and
-# Valkey 8.1.
-test: test-scripts lint test-redis test-redis8 test-valkey ## everything below, on all three servers
+# Valkey 8.1. Each server's suite runs even when an earlier one failed, so
+# that one run shows every failure; make test fails at the end then.
+test: test-scripts lint ## everything below, on all three servers
+	@failed=""; for t in test-redis test-redis8 test-valkey; do \
+	  $(MAKE) --no-print-directory $$t || failed="$$failed $$t"; done; \
+	if [ -n "$$failed" ]; then echo "make: failed:$$failed"; exit 1; fi
 
 test-scripts: ## test scripts/deps.sh's detection on fake file trees
 	scripts/test-deps.sh
 
 test-redis: build ## all tests (unit, property, doc, integration) on redis-server (Redis 7.0)
 	@echo "make: the whole suite against $$($(REDIS_SERVER) --version)"
-	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) test --workspace
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) test $(TEST_FLAGS) --workspace
 
 test-redis8: build deps-redis8 ## the integration tests on Redis 8.0.2
 	@server=$$($(DEPS) redis8) && echo "make: integration suite against $$($$server --version)" && \
-	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)" && \
-	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)
+	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(TEST_FLAGS) $(SERVER_SUITE)" && \
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(TEST_FLAGS) $(SERVER_SUITE)
 
 test-valkey: build deps-valkey ## the integration tests on Valkey 8.1.8
 	@server=$$($(DEPS) valkey) && echo "make: integration suite against $$($$server --version)" && \
-	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)" && \
-	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(SERVER_SUITE)
+	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(TEST_FLAGS) $(SERVER_SUITE)" && \
+	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(TEST_FLAGS) $(SERVER_SUITE)
 
 # The client's `basic` example (bsm/redis-lock's example) against a throw-away server.
 example: build ## run the client's basic example against a throw-away server

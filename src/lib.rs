@@ -7,7 +7,7 @@
 pub mod logic;
 mod server;
 
-use std::ffi::c_int;
+use std::ffi::{c_int, CStr};
 
 use redis_module::commands::KeySpecFlags;
 use redis_module::configuration::ConfigurationFlags;
@@ -15,22 +15,70 @@ use redis_module::{raw, Context, RedisString, Status};
 
 use server::api::{self, call};
 use server::config::{
-    DEFAULT_MAX_TOKEN_LENGTH, DEFAULT_MAX_TTL, DEFAULT_MAX_WAITERS, MAX_MAX_TOKEN_LENGTH,
-    MAX_MAX_TTL, MAX_MAX_WAITERS, MAX_TOKEN_LENGTH, MAX_TTL, MAX_WAITERS,
+    apply_load_args, FENCE_CLOCK_OFFSET, FENCE_CLOCK_OFFSET_SETTING as OFFSET, FENCE_MARGIN,
+    FENCE_MARGIN_SETTING as MARGIN, MAX_TOKEN_LENGTH, MAX_TOKEN_LENGTH_SETTING as TOKEN_LEN,
+    MAX_TTL, MAX_TTL_SETTING as TTL, MAX_WAITERS, MAX_WAITERS_SETTING as WAITERS,
 };
-use server::register::{register, Command};
-use server::{commands, stats, waiters};
+use server::register::{register, Arg, ArgKind, Command};
+use server::{commands, fencing, stats, waiters};
+
+/// The module's version, as Cargo has it (`INFO lock`).
+pub const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the package version has a NUL byte"),
+    };
+
+/// The same version as one number for `MODULE LIST`, as Redis modules
+/// encode it: major × 10000 + minor × 100 + patch (0.2.0 is 200).
+const MODULE_VERSION: i32 = {
+    const fn number(s: &str) -> i32 {
+        let b = s.as_bytes();
+        let mut n = 0;
+        let mut i = 0;
+        while i < b.len() {
+            n = n * 10 + (b[i] - b'0') as i32;
+            i += 1;
+        }
+        n
+    }
+    number(env!("CARGO_PKG_VERSION_MAJOR")) * 10_000
+        + number(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + number(env!("CARGO_PKG_VERSION_PATCH"))
+};
+
+const KEY: Arg = Arg {
+    name: c"key",
+    kind: ArgKind::Key,
+};
+const TOKEN: Arg = Arg {
+    name: c"token",
+    kind: ArgKind::String,
+};
 
 fn commands() -> [Command; 4] {
     [
         Command {
             name: c"lock.acquire",
             handler: commands::acquire,
-            flags: c"write deny-oom fast",
+            // It can block (WAIT), so not `fast`: like BLPOP.
+            flags: c"write deny-oom blocking",
             arity: -4,
             key_flags: KeySpecFlags::READ_WRITE | KeySpecFlags::ACCESS | KeySpecFlags::UPDATE,
             summary: c"Acquires or renews a lock held by a token; replies with its fencing token",
             complexity: c"O(1)",
+            args: &[
+                KEY,
+                TOKEN,
+                Arg {
+                    name: c"milliseconds",
+                    kind: ArgKind::Integer,
+                },
+                Arg {
+                    name: c"WAIT",
+                    kind: ArgKind::Option(c"timeout-ms"),
+                },
+            ],
         },
         Command {
             name: c"lock.release",
@@ -40,6 +88,7 @@ fn commands() -> [Command; 4] {
             key_flags: KeySpecFlags::READ_WRITE | KeySpecFlags::ACCESS | KeySpecFlags::DELETE,
             summary: c"Releases a lock if the token holds it",
             complexity: c"O(1)",
+            args: &[KEY, TOKEN],
         },
         Command {
             name: c"lock.check",
@@ -49,6 +98,7 @@ fn commands() -> [Command; 4] {
             key_flags: KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
             summary: c"Replies with the remaining milliseconds if the token holds the lock",
             complexity: c"O(1)",
+            args: &[KEY, TOKEN],
         },
         Command {
             name: c"lock.info",
@@ -58,11 +108,18 @@ fn commands() -> [Command; 4] {
             key_flags: KeySpecFlags::READ_ONLY,
             summary: c"Describes a lock for operators: held, TTL, fence, waiters (never the token)",
             complexity: c"O(1)",
+            args: &[KEY],
         },
     ]
 }
 
-fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    // Checked like CONFIG SET would check them; a bad one fails the load.
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    if let Err(e) = apply_load_args(&args) {
+        ctx.log_warning(&format!("lock: {e}"));
+        return Status::Err;
+    }
     let missing = api::missing();
     if !missing.is_empty() {
         ctx.log_warning(&format!(
@@ -88,16 +145,20 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("lock: {e}"));
         return Status::Err;
     }
+    // The fences issued before a restart are not known: start above them.
+    fencing::raise_floor();
     Status::Ok
 }
 
-/// Server events that free locks with waiters without a LOCK.* command and
-/// without per-key events (other removals are found by the waiters' sweep).
+/// Server events: those that free locks with waiters without a LOCK.*
+/// command and without per-key events (other removals are found by the
+/// waiters' sweep), and role changes.
 fn subscribe(ctx: &Context) -> Result<(), &'static str> {
     let ok = raw::REDISMODULE_OK as c_int;
     for id in [
         raw::REDISMODULE_EVENT_FLUSHDB,
         raw::REDISMODULE_EVENT_SWAPDB,
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
     ] {
         let event = raw::RedisModuleEvent { id, dataver: 1 };
         if call!(RedisModule_SubscribeToServerEvent(
@@ -106,7 +167,7 @@ fn subscribe(ctx: &Context) -> Result<(), &'static str> {
             Some(waiters::on_server_event)
         )) != ok
         {
-            return Err("could not subscribe to flush and swapdb events");
+            return Err("could not subscribe to flush, swapdb and role change events");
         }
     }
     Ok(())
@@ -138,20 +199,23 @@ macro_rules! allocator {
 
 redis_module::redis_module! {
     name: "lock",
-    version: 1,
+    version: MODULE_VERSION,
     allocator: (allocator!(), allocator!()),
     data_types: [],
     init: init,
     deinit: deinit,
     configurations: [
         i64: [
-            ["max-ttl", &MAX_TTL, DEFAULT_MAX_TTL, 1, MAX_MAX_TTL, ConfigurationFlags::DEFAULT, None],
-            ["max-token-length", &MAX_TOKEN_LENGTH, DEFAULT_MAX_TOKEN_LENGTH, 1, MAX_MAX_TOKEN_LENGTH, ConfigurationFlags::DEFAULT, None],
-            ["max-waiters", &MAX_WAITERS, DEFAULT_MAX_WAITERS, 0, MAX_MAX_WAITERS, ConfigurationFlags::DEFAULT, None],
+            ["max-ttl", &MAX_TTL, TTL.default, TTL.min, TTL.max, ConfigurationFlags::DEFAULT, None],
+            ["max-token-length", &MAX_TOKEN_LENGTH, TOKEN_LEN.default, TOKEN_LEN.min, TOKEN_LEN.max, ConfigurationFlags::DEFAULT, None],
+            ["max-waiters", &MAX_WAITERS, WAITERS.default, WAITERS.min, WAITERS.max, ConfigurationFlags::DEFAULT, None],
+            ["fence-margin", &FENCE_MARGIN, MARGIN.default, MARGIN.min, MARGIN.max, ConfigurationFlags::DEFAULT, None],
+            ["debug-fence-clock-offset", &FENCE_CLOCK_OFFSET, OFFSET.default, OFFSET.min, OFFSET.max, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],
         enum: [],
-        module_args_as_configuration: true,
+        // Load arguments are checked and applied by `init`.
+        module_args_as_configuration: false,
     ]
 }

@@ -641,9 +641,11 @@ fn command_introspection() {
 
     let (arity, flags) = flags_of(&mut c, "lock.acquire");
     assert_eq!(arity, -4);
-    for f in ["write", "denyoom", "fast"] {
+    for f in ["write", "denyoom", "blocking"] {
         assert!(flags.contains(&f.to_owned()), "acquire: {flags:?}");
     }
+    // It can block (WAIT), so it is not `fast`.
+    assert!(!flags.contains(&"fast".to_owned()), "acquire: {flags:?}");
     assert!(!flags.contains(&"readonly".to_owned()));
 
     let (arity, flags) = flags_of(&mut c, "lock.release");
@@ -671,4 +673,37 @@ fn command_introspection() {
     for name in ["lock.acquire", "lock.check", "lock.release"] {
         assert!(names.contains(&name.to_owned()), "{names:?}");
     }
+}
+
+/// `COMMAND DOCS` lists every argument (what `redis-cli HELP` shows), and
+/// MODULE LIST, INFO and Cargo report one version.
+#[test]
+fn command_docs_and_version() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let docs = format!("{:?}", cmd(&mut c, ("COMMAND", "DOCS", "lock.acquire")));
+    for part in [
+        "key",
+        "token",
+        "milliseconds",
+        "WAIT",
+        "timeout-ms",
+        "optional",
+        "block",
+    ] {
+        assert!(docs.contains(part), "{part} missing from {docs}");
+    }
+    for name in ["lock.release", "lock.check", "lock.info"] {
+        let docs = format!("{:?}", cmd(&mut c, ("COMMAND", "DOCS", name)));
+        assert!(docs.contains("arguments") && docs.contains("key"), "{docs}");
+    }
+
+    let version = env!("CARGO_PKG_VERSION");
+    let number: i64 = version
+        .split('.')
+        .map(|p| p.parse::<i64>().unwrap())
+        .fold(0, |n, p| n * 100 + p);
+    let modules = format!("{:?}", cmd(&mut c, ("MODULE", "LIST")));
+    assert!(modules.contains(&format!("int({number})")), "{modules}");
+    assert_eq!(info(&mut c, "lock_module")["lock_version"], version);
 }

@@ -11,6 +11,14 @@
 //!   issued, so the clock term exceeds it (assuming the clock is not stepped
 //!   backwards: the documented limit);
 //! * the last-issued term covers several acquisitions within one microsecond.
+//!
+//! The last-issued term lives in the server's memory, so it is lost with a
+//! restart or a failover, and another server's clock may run behind the one
+//! that issued the previous fences. On start and on becoming a master the
+//! server therefore raises it to [`floor`]: its clock plus a margin
+//! (`lock.fence-margin`). Fences then keep increasing across a restart or a
+//! failover as long as the clocks of the servers involved differ by less
+//! than that margin.
 
 /// The largest fence: replies are signed 64-bit integers.
 pub const MAX_FENCE: u64 = i64::MAX as u64;
@@ -25,9 +33,43 @@ pub fn next_fence(previous: Option<u64>, last_issued: u64, now_us: u64) -> u64 {
         .min(MAX_FENCE)
 }
 
+/// The lowest last-issued fence a server may assume after a start or a
+/// promotion: its clock plus `margin_ms`.
+pub fn floor(now_us: u64, margin_ms: u64) -> u64 {
+    now_us
+        .saturating_add(margin_ms.saturating_mul(1_000))
+        .min(MAX_FENCE)
+}
+
+/// The fencing clock: the wall clock moved by `offset_ms` (a debug setting
+/// that lets tests give two servers skewed clocks).
+pub fn clock(now_us: u64, offset_ms: i64) -> u64 {
+    let offset_us = offset_ms.saturating_mul(1_000);
+    now_us.saturating_add_signed(offset_us)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_promoted_server_with_a_slower_clock_stays_above_the_old_fences() {
+        // The old master's clock ran 3 s ahead; the margin is 10 s.
+        let old = next_fence(None, 0, 1_000_000_000 + 3_000_000);
+        let floor = floor(1_000_000_000, 10_000);
+        assert!(next_fence(None, floor, 1_000_000_000) > old);
+        // Without a margin the fence would go backwards.
+        assert!(next_fence(None, 0, 1_000_000_000) < old);
+    }
+
+    #[test]
+    fn floor_and_clock_saturate() {
+        assert_eq!(floor(u64::MAX, u64::MAX), MAX_FENCE);
+        assert_eq!(clock(5_000, -10), 0);
+        assert_eq!(clock(5_000, 2), 7_000);
+        assert_eq!(clock(u64::MAX, i64::MAX), u64::MAX);
+        assert_eq!(clock(0, i64::MIN), 0);
+    }
 
     #[test]
     fn follows_the_clock() {

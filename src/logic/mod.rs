@@ -6,5 +6,6 @@ pub mod args;
 pub mod decide;
 pub mod fence;
 pub mod queue;
+pub mod settings;
 pub mod timing;
 pub mod value;

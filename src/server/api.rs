@@ -76,6 +76,8 @@ pub fn missing() -> Vec<&'static str> {
         RedisModule_SubscribeToServerEvent,
         RedisModule_Call,
         RedisModule_FreeCallReply,
+        RedisModule_AvoidReplicaTraffic,
+        RedisModule_InfoAddFieldCString,
     )
 }
 
@@ -248,6 +250,34 @@ pub fn selected_db(ctx: Ctx) -> i32 {
 /// The context flags (`REDISMODULE_CTX_FLAGS_*`).
 pub fn context_flags(ctx: Ctx) -> u32 {
     call!(RedisModule_GetContextFlags(ctx)) as u32
+}
+
+/// Whether a timer or a server event may write to the keyspace now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteGate {
+    /// A master, not loading, writes not paused.
+    Open,
+    /// Writes are paused (`CLIENT PAUSE`, `FAILOVER`, `CLUSTER FAILOVER`)
+    /// or the dataset is loading: try again shortly. During a pause Redis
+    /// keeps expired keys in place, and writing over one aborts the server.
+    Later,
+    /// A replica: its data comes from its master only.
+    Never,
+}
+
+/// Commands are held back by Redis while writes are paused; timers and
+/// events are not, so they ask here before writing.
+pub fn write_gate(ctx: Ctx) -> WriteGate {
+    let flags = context_flags(ctx);
+    if flags & raw::REDISMODULE_CTX_FLAGS_MASTER == 0 {
+        WriteGate::Never
+    } else if flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0
+        || call!(RedisModule_AvoidReplicaTraffic()) != 0
+    {
+        WriteGate::Later
+    } else {
+        WriteGate::Open
+    }
 }
 
 /// Wall-clock time in microseconds since the Unix epoch.

@@ -2,22 +2,18 @@
 //! decide, apply the decision, replicate it as plain commands, reply.
 
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use redis_module::raw;
 
 use super::api::{self, Ctx, RStr};
 use super::config::{limits, max_waiters};
+use super::fencing;
 use super::key::{Key, Kind};
 use super::stats;
 use super::waiters::{self, BlockError};
 use crate::logic::args::{parse_acquire, parse_token_only, ArgError};
 use crate::logic::decide::{self, could_hold, Standing};
-use crate::logic::fence::next_fence;
 use crate::logic::value::{decode, encode_into, encoded_len, HEADER_LEN};
-
-/// The last fence this server issued (main thread only).
-static LAST_FENCE: AtomicU64 = AtomicU64::new(0);
 
 const WRONGTYPE: &std::ffi::CStr =
     c"WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -53,6 +49,8 @@ fn wrong_type(ctx: Ctx) -> c_int {
 
 /// Makes `token` the holder of the open (free) key with a new fence, for
 /// `ttl_ms` from now; replicates `SET key value PXAT`. Returns the fence.
+/// All or nothing: if the value or its expiry cannot be written, the key
+/// is removed again and nothing is replicated.
 pub fn grant(
     ctx: Ctx,
     key: &mut Key,
@@ -61,16 +59,17 @@ pub fn grant(
     ttl_ms: u64,
     previous: Option<u64>,
 ) -> Option<u64> {
-    let now = api::now_us();
-    let fence = next_fence(previous, LAST_FENCE.load(Relaxed), now);
-    let abs_ms = expiry_at(now, ttl_ms);
-    if !key.set_value(encoded_len(token.len()), |buf| {
+    let fence = fencing::next(previous);
+    let abs_ms = expiry_at(api::now_us(), ttl_ms);
+    let written = key.set_value(encoded_len(token.len()), |buf| {
         encode_into(buf, fence, token)
-    }) || !key.set_abs_expire(abs_ms)
-    {
+    }) && key.set_abs_expire(abs_ms);
+    if !written {
+        // The key was free before: never leave a lock without expiry.
+        key.delete();
         return None;
     }
-    LAST_FENCE.store(fence, Relaxed);
+    fencing::issued(fence);
     api::replicate_set(ctx, name, key.value(), abs_ms);
     api::signal_modified(ctx, name);
     api::notify(ctx, raw::REDISMODULE_NOTIFY_STRING as c_int, c"set", name);

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod commands;
 pub mod config;
+pub mod fencing;
 pub mod key;
 pub mod register;
 pub mod stats;

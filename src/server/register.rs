@@ -10,6 +10,23 @@ use super::api::{call, Ctx};
 
 type Handler = extern "C" fn(Ctx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
+/// What an argument is, for `COMMAND DOCS` (and so `redis-cli HELP`).
+#[derive(Clone, Copy)]
+pub enum ArgKind {
+    Key,
+    String,
+    Integer,
+    /// An optional `TOKEN value` pair: the token, then its value's name.
+    Option(&'static CStr),
+}
+
+/// One documented argument.
+#[derive(Clone, Copy)]
+pub struct Arg {
+    pub name: &'static CStr,
+    pub kind: ArgKind,
+}
+
 /// One command's registration.
 pub struct Command {
     pub name: &'static CStr,
@@ -20,6 +37,65 @@ pub struct Command {
     pub key_flags: KeySpecFlags,
     pub summary: &'static CStr,
     pub complexity: &'static CStr,
+    /// Arguments after the command name.
+    pub args: &'static [Arg],
+}
+
+fn blank_arg() -> raw::RedisModuleCommandArg {
+    raw::RedisModuleCommandArg {
+        name: ptr::null(),
+        type_: 0,
+        key_spec_index: -1,
+        token: ptr::null(),
+        summary: ptr::null(),
+        since: ptr::null(),
+        flags: 0,
+        deprecated_since: ptr::null(),
+        subargs: ptr::null_mut(),
+        display_text: ptr::null(),
+    }
+}
+
+/// The argument table for `RedisModule_SetCommandInfo`: each `Option`
+/// becomes an optional block of its token and its value; every array ends
+/// with a zeroed entry. `values` owns the blocks' inner arrays, which must
+/// outlive the call (Redis copies them).
+fn arg_table(
+    args: &[Arg],
+    values: &mut Vec<Vec<raw::RedisModuleCommandArg>>,
+) -> Vec<raw::RedisModuleCommandArg> {
+    let mut out: Vec<raw::RedisModuleCommandArg> = Vec::with_capacity(args.len() + 1);
+    for arg in args {
+        let mut entry = blank_arg();
+        entry.name = arg.name.as_ptr();
+        match arg.kind {
+            ArgKind::Key => {
+                entry.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY;
+                entry.key_spec_index = 0;
+            }
+            ArgKind::String => {
+                entry.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING;
+            }
+            ArgKind::Integer => {
+                entry.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
+            }
+            ArgKind::Option(value) => {
+                let mut inner = blank_arg();
+                inner.name = value.as_ptr();
+                inner.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
+                let mut block = vec![inner, blank_arg()];
+                entry.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK;
+                entry.token = arg.name.as_ptr();
+                entry.flags = raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int;
+                entry.subargs = block.as_mut_ptr();
+                // Moving the Vec into `values` keeps its heap buffer in place.
+                values.push(block);
+            }
+        }
+        out.push(entry);
+    }
+    out.push(blank_arg());
+    out
 }
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
@@ -68,6 +144,9 @@ pub fn register(ctx: Ctx, cmd: &Command) -> Result<(), String> {
         key_specs: key_specs.as_ptr().cast_mut(),
         args: ptr::null_mut(),
     };
+    let mut blocks = Vec::new();
+    let mut args = arg_table(cmd.args, &mut blocks);
+    info.args = args.as_mut_ptr();
     if call!(RedisModule_SetCommandInfo(command, &mut info)) != ok {
         return Err(format!("could not set the info of command {name}"));
     }

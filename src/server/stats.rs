@@ -46,6 +46,8 @@ pub static ERRORS: Counter = Counter::new();
 pub static WAITS: Counter = Counter::new();
 /// Locks passed directly to a waiter.
 pub static HANDOFFS: Counter = Counter::new();
+/// Hand-offs made by the deadline timer when the holder's lock expired.
+pub static EXPIRY_HANDOFFS: Counter = Counter::new();
 /// Waits that ended with their timeout.
 pub static WAIT_TIMEOUTS: Counter = Counter::new();
 /// Waiters that disconnected while queued.
@@ -56,7 +58,7 @@ pub static GRANTS_UNDELIVERED: Counter = Counter::new();
 /// Waiters sent to retry elsewhere: their key's cluster slot moved.
 pub static WAIT_REDIRECTS: Counter = Counter::new();
 
-const FIELDS: [(&CStr, &Counter); 13] = [
+const FIELDS: [(&CStr, &Counter); 14] = [
     (c"acquired", &ACQUIRED),
     (c"renewed", &RENEWED),
     (c"refused", &REFUSED),
@@ -66,14 +68,22 @@ const FIELDS: [(&CStr, &Counter); 13] = [
     (c"errors", &ERRORS),
     (c"waits", &WAITS),
     (c"handoffs", &HANDOFFS),
+    (c"expiry_handoffs", &EXPIRY_HANDOFFS),
     (c"wait_timeouts", &WAIT_TIMEOUTS),
     (c"wait_disconnects", &WAIT_DISCONNECTS),
     (c"grants_undelivered", &GRANTS_UNDELIVERED),
     (c"wait_redirects", &WAIT_REDIRECTS),
 ];
 
-/// The INFO callback: adds the `lock_stats` section.
+/// The INFO callback: the `lock_module` section (the version) and the
+/// `lock_stats` section (counters).
 pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::ffi::c_int) {
+    call!(RedisModule_InfoAddSection(ctx, c"module".as_ptr()));
+    call!(RedisModule_InfoAddFieldCString(
+        ctx,
+        c"version".as_ptr(),
+        crate::VERSION.as_ptr()
+    ));
     call!(RedisModule_InfoAddSection(ctx, c"stats".as_ptr()));
     for (name, counter) in FIELDS {
         call!(RedisModule_InfoAddFieldULongLong(

@@ -14,9 +14,17 @@
 //!   every `SET ... PX`, `DEL` and expiry in the server would then pay for
 //!   a call into the module.
 //!
-//! A waiter that times out or disconnects leaves the queue at once. A
-//! waiter granted the lock that disconnects before its reply is sent does
-//! not keep it: the lock is released or handed on.
+//! A waiter that times out or disconnects leaves the queue at once. Wait
+//! timeouts are the module's own timers, not Redis's blocking timeout, so
+//! a grant and a timeout can never both answer one waiter. A waiter
+//! granted the lock that disconnects before its reply is sent does not
+//! keep it: the lock is released or handed on.
+//!
+//! Timers and events write only when [`api::write_gate`] is open: while
+//! writes are paused (`CLIENT PAUSE`, `FAILOVER`) the work waits and
+//! resumes within [`RESUME_MS`] of the pause's end; on a replica it is
+//! dropped. When the server becomes a replica, every waiter is answered
+//! with an error at once.
 //!
 //! All of this runs on Redis's main thread; state lives in thread-locals,
 //! and no borrow of it is held across a call into Redis (which may call
@@ -28,7 +36,7 @@ use std::ptr;
 
 use redis_module::raw;
 
-use super::api::{self, call, Ctx, RStr};
+use super::api::{self, call, Ctx, RStr, WriteGate};
 use super::commands::grant;
 use super::key::{Key, Kind};
 use super::stats;
@@ -40,6 +48,8 @@ type Bc = *mut raw::RedisModuleBlockedClient;
 /// What a waiter asked for (its token is kept by the queue).
 struct Wait {
     ttl_ms: u64,
+    /// The timer that ends the wait (none for `WAIT 0`).
+    timer: Option<u64>,
 }
 
 /// What a woken waiter is told.
@@ -49,6 +59,8 @@ enum Outcome {
     /// The key's cluster slot is no longer served here: retry, and the
     /// cluster redirects.
     Moved,
+    /// The server became a replica: retry on the master.
+    Demoted,
 }
 
 /// The reply owed to a waiter that was granted the lock.
@@ -70,13 +82,16 @@ pub const SWEEP_MS: i64 = 10;
 /// Most keys one sweep tick looks at.
 pub const SWEEP_BATCH: usize = 256;
 
+/// How often deferred work looks again while writes are paused.
+pub const RESUME_MS: i64 = 1;
+
 #[derive(Default)]
 struct Pending {
     /// Keys to serve from the next 0 ms timer.
     serve: Vec<(i32, Box<[u8]>)>,
     /// Grants whose reply never reached the waiter: take them back.
     revoke: Vec<Granted>,
-    /// The 0 ms timer for `serve` and `revoke` is armed.
+    /// The timer for `serve` and `revoke` is armed.
     armed: bool,
     /// The sweep timer is armed.
     sweeping: bool,
@@ -135,17 +150,33 @@ pub fn block(
     if waiting(db, key) >= max_waiters {
         return Err(BlockError::Full(max_waiters));
     }
-    let timeout = i64::try_from(wait_ms).unwrap_or(i64::MAX);
+    // No Redis timeout: the module's timer ends the wait (Redis 7.0 can
+    // drop the reply of a client woken as its own timeout fires). The
+    // timeout callback still serves `CLIENT UNBLOCK`.
     let bc = call!(RedisModule_BlockClient(
         ctx,
         Some(reply_granted),
         Some(timed_out),
         Some(free_granted),
-        timeout
+        0
     ));
     call!(RedisModule_SetDisconnectCallback(bc, Some(disconnected)));
+    let timer = (wait_ms > 0).then(|| {
+        call!(RedisModule_CreateTimer(
+            ctx,
+            i64::try_from(wait_ms).unwrap_or(i64::MAX),
+            Some(wait_expired),
+            bc.cast::<c_void>()
+        ))
+    });
     let now_ms = (api::now_us() / 1000) as i64;
-    queues(|q| q.push(db, key, bc as usize, token, Wait { ttl_ms }, now_ms));
+    let wait = Wait { ttl_ms, timer };
+    if !queues(|q| q.push(db, key, bc as usize, token, wait, now_ms)) {
+        // Cannot happen (a new handle); never leave a client blocked unqueued.
+        stop_wait_timer(ctx, timer);
+        call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
+        return Ok(());
+    }
     stats::WAITS.incr();
     arm_sweep(ctx);
     if let Some(at) = deadline {
@@ -166,6 +197,7 @@ pub fn hand_off(ctx: Ctx, key: &mut Key, name: RStr, previous: Option<u64>) -> b
         return false;
     };
     stop_timer(ctx, timer);
+    stop_wait_timer(ctx, wait.data.timer);
     let bc = bc as Bc;
     let Some(fence) = grant(ctx, key, name, &wait.token, wait.data.ttl_ms, previous) else {
         // Could not write the lock: the waiter gets a null reply and the
@@ -195,14 +227,35 @@ fn wake(bc: Bc, outcome: Outcome) {
     ));
 }
 
-/// Wakes every waiter of a key whose cluster slot moved away, with an
-/// error that makes cluster clients retry (and be redirected).
-fn send_away(ctx: Ctx, db: i32, key: &[u8]) {
-    while let Some((bc, _, timer)) = queues(|q| q.pop(db, key)) {
+/// Wakes every waiter of a key with an error that sends it elsewhere.
+fn send_away(ctx: Ctx, db: i32, key: &[u8], why: fn() -> Outcome) {
+    while let Some((bc, wait, timer)) = queues(|q| q.pop(db, key)) {
         stop_timer(ctx, timer);
+        stop_wait_timer(ctx, wait.data.timer);
         stats::WAIT_REDIRECTS.incr();
-        wake(bc as Bc, Outcome::Moved);
+        wake(bc as Bc, why());
     }
+}
+
+/// The server became a replica: no waiter can be granted here any more.
+/// Each is told at once (like Redis's own blocked clients), and pending
+/// writes are dropped: the new master owns the data.
+fn demote(ctx: Ctx) {
+    let why: fn() -> Outcome = if in_cluster(ctx) {
+        || Outcome::Moved
+    } else {
+        || Outcome::Demoted
+    };
+    let keys = QUEUES.with(|q| q.try_borrow().map(|q| q.keys()).unwrap_or_default());
+    for (db, key) in keys {
+        send_away(ctx, db, &key, why);
+    }
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        p.serve.clear();
+        p.revoke.clear();
+        p.sweep_todo.clear();
+    });
 }
 
 /// Reply callback of a woken waiter: its fence, or a retry error.
@@ -217,6 +270,10 @@ extern "C" fn reply_granted(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
         Some(Outcome::Moved) => api::reply_error_static(
             ctx,
             c"TRYAGAIN the lock's slot is no longer served by this node; retry the command",
+        ),
+        Some(Outcome::Demoted) => api::reply_error_static(
+            ctx,
+            c"UNBLOCKED this server became a replica while the client waited for the lock; retry on the master",
         ),
         None => api::reply_null(ctx),
     }
@@ -238,8 +295,23 @@ extern "C" fn free_granted(ctx: Ctx, privdata: *mut c_void) {
     }
 }
 
-/// The wait ran out: leave the queue (keeping the slot for [`PARK_MS`] in
-/// case the client waits again with the same token), reply null.
+/// The wait ran out (the module's timer): leave the queue, keeping the
+/// slot for [`PARK_MS`] in case the client waits again with the same token;
+/// the reply callback then answers null. A waiter already granted is not
+/// queued, and its timer was stopped with the grant.
+extern "C" fn wait_expired(ctx: Ctx, data: *mut c_void) {
+    let bc = data.cast::<raw::RedisModuleBlockedClient>();
+    let until_ms = (api::now_us() / 1000) as i64 + PARK_MS;
+    // Redis frees a firing timer after its callback: stopping it from
+    // inside would free it twice.
+    if leave_queue(ctx, bc, Some(until_ms), false) {
+        stats::WAIT_TIMEOUTS.incr();
+        call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
+    }
+}
+
+/// Redis's timeout callback: only `CLIENT UNBLOCK` reaches it (the block
+/// itself has no timeout). Ends the wait like a timeout.
 extern "C" fn timed_out(ctx: Ctx, _argv: *mut RStr, _argc: c_int) -> c_int {
     let bc = call!(RedisModule_GetBlockedClientHandle(ctx));
     let until_ms = (api::now_us() / 1000) as i64 + PARK_MS;
@@ -261,13 +333,20 @@ extern "C" fn disconnected(ctx: Ctx, bc: Bc) {
 /// Removes a still-queued waiter, parking its slot until `park_until`;
 /// false if it was not queued (granted already).
 fn leave(ctx: Ctx, bc: Bc, park_until: Option<i64>) -> bool {
+    leave_queue(ctx, bc, park_until, true)
+}
+
+fn leave_queue(ctx: Ctx, bc: Bc, park_until: Option<i64>, stop_wait: bool) -> bool {
     let left = queues(|q| match park_until {
         Some(until) => q.park(bc as usize, until),
         None => q.remove(bc as usize),
     });
     match left {
-        Some((_, timer)) => {
+        Some((waiter, timer)) => {
             stop_timer(ctx, timer);
+            if stop_wait {
+                stop_wait_timer(ctx, waiter.data.timer);
+            }
             true
         }
         None => false,
@@ -275,13 +354,21 @@ fn leave(ctx: Ctx, bc: Bc, park_until: Option<i64>) -> bool {
 }
 
 /// `FLUSHDB`, `FLUSHALL` and `SWAPDB` fire no per-key events: serve every
-/// key with waiters.
+/// key with waiters. A role change answers or re-arms what depends on it.
 pub extern "C" fn on_server_event(
     ctx: Ctx,
     eid: raw::RedisModuleEvent,
     subevent: u64,
     _data: *mut c_void,
 ) {
+    if eid.id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED {
+        if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA {
+            demote(ctx);
+        } else {
+            super::fencing::raise_floor();
+        }
+        return;
+    }
     let flush_started = eid.id == raw::REDISMODULE_EVENT_FLUSHDB
         && subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END;
     if flush_started {
@@ -299,29 +386,51 @@ fn schedule(ctx: Ctx, keys: Vec<(i32, Box<[u8]>)>) {
 }
 
 fn arm_pending(ctx: Ctx) {
+    arm_pending_in(ctx, 0);
+}
+
+fn arm_pending_in(ctx: Ctx, delay_ms: i64) {
     let arm = PENDING.with(|p| !std::mem::replace(&mut p.borrow_mut().armed, true));
     if arm {
         call!(RedisModule_CreateTimer(
             ctx,
-            0,
+            delay_ms,
             Some(run_pending),
             ptr::null_mut()
         ));
     }
 }
 
-/// The 0 ms timer: serves scheduled keys and takes back undelivered grants.
+/// Keeps a key's service for when writes are allowed again.
+fn defer(ctx: Ctx, db: i32, key: &[u8]) {
+    PENDING.with(|p| p.borrow_mut().serve.push((db, key.into())));
+    arm_pending_in(ctx, RESUME_MS);
+}
+
+/// The pending timer: serves scheduled keys and takes back undelivered
+/// grants; waits while writes are paused, drops the work on a replica.
 extern "C" fn run_pending(ctx: Ctx, _data: *mut c_void) {
+    PENDING.with(|p| p.borrow_mut().armed = false);
+    match api::write_gate(ctx) {
+        WriteGate::Open => {}
+        WriteGate::Later => return arm_pending_in(ctx, RESUME_MS),
+        WriteGate::Never => {
+            return PENDING.with(|p| {
+                let mut p = p.borrow_mut();
+                p.serve.clear();
+                p.revoke.clear();
+            });
+        }
+    }
     let (revoked, served) = PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        p.armed = false;
         (std::mem::take(&mut p.revoke), std::mem::take(&mut p.serve))
     });
     for granted in revoked {
         revoke(ctx, granted);
     }
     for (db, key) in served {
-        serve(ctx, db, &key);
+        serve(ctx, db, &key, Cause::Scheduled);
     }
 }
 
@@ -341,9 +450,15 @@ fn arm_sweep(ctx: Ctx) {
 /// round all of them over successive ticks; re-arms while any wait. The
 /// work per tick stays bounded however many keys have waiters.
 extern "C" fn sweep(ctx: Ctx, _data: *mut c_void) {
+    PENDING.with(|p| p.borrow_mut().sweeping = false);
+    if api::write_gate(ctx) != WriteGate::Open {
+        if total() > 0 {
+            arm_sweep(ctx);
+        }
+        return;
+    }
     let batch = PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        p.sweeping = false;
         if p.sweep_todo.is_empty() {
             p.sweep_todo = QUEUES.with(|q| q.borrow().keys());
         }
@@ -351,19 +466,36 @@ extern "C" fn sweep(ctx: Ctx, _data: *mut c_void) {
         p.sweep_todo.split_off(from)
     });
     for (db, key) in &batch {
-        serve(ctx, *db, key);
+        serve(ctx, *db, key, Cause::Sweep);
     }
     if total() > 0 {
         arm_sweep(ctx);
     }
 }
 
+/// Why a key with waiters is looked at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Its holder's deadline timer fired.
+    Deadline,
+    /// The sweep for keys removed by other means.
+    Sweep,
+    /// A server event, or work deferred by a pause.
+    Scheduled,
+}
+
 /// Grants a free key to its head waiter, or arms the deadline timer of a
-/// held one.
-fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
-    if waiting(db, key_bytes) == 0
-        || call!(RedisModule_SelectDb(ctx, db)) != raw::REDISMODULE_OK as c_int
-    {
+/// held one. Only where writes are allowed: otherwise the key waits.
+fn serve(ctx: Ctx, db: i32, key_bytes: &[u8], cause: Cause) {
+    if waiting(db, key_bytes) == 0 {
+        return;
+    }
+    match api::write_gate(ctx) {
+        WriteGate::Open => {}
+        WriteGate::Later => return defer(ctx, db, key_bytes),
+        WriteGate::Never => return,
+    }
+    if call!(RedisModule_SelectDb(ctx, db)) != raw::REDISMODULE_OK as c_int {
         return;
     }
     let name = api::OwnedString::new(key_bytes);
@@ -373,10 +505,12 @@ fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
         // In a cluster a key gone by other means may have migrated with its
         // slot: grant only where the slot is still served.
         Kind::Empty if in_cluster(ctx) && !api::slot_is_local(ctx, name.ptr()) => {
-            send_away(ctx, db, key_bytes);
+            send_away(ctx, db, key_bytes, || Outcome::Moved);
         }
         Kind::Empty => {
-            hand_off(ctx, &mut key, name.ptr(), None);
+            if hand_off(ctx, &mut key, name.ptr(), None) && cause == Cause::Deadline {
+                stats::EXPIRY_HANDOFFS.incr();
+            }
         }
         Kind::String | Kind::Other => {
             if let Some(at) = key.abs_expire() {
@@ -389,7 +523,9 @@ fn serve(ctx: Ctx, db: i32, key_bytes: &[u8]) {
 /// Takes back a grant whose reply was never delivered, if the lock is still
 /// that grant's: hands it on or releases it.
 fn revoke(ctx: Ctx, granted: Granted) {
-    if call!(RedisModule_SelectDb(ctx, granted.db)) != raw::REDISMODULE_OK as c_int {
+    if api::write_gate(ctx) != WriteGate::Open
+        || call!(RedisModule_SelectDb(ctx, granted.db)) != raw::REDISMODULE_OK as c_int
+    {
         return;
     }
     let name = api::OwnedString::new(&granted.key);
@@ -449,7 +585,7 @@ extern "C" fn deadline_reached(ctx: Ctx, data: *mut c_void) {
     if ours {
         queues(|q| q.set_timer(db, key, None));
     }
-    serve(ctx, db, key);
+    serve(ctx, db, key, Cause::Deadline);
 }
 
 fn stop_timer(ctx: Ctx, timer: Option<u64>) {
@@ -463,14 +599,25 @@ fn stop_timer(ctx: Ctx, timer: Option<u64>) {
     }
 }
 
+/// Stops a waiter's timeout timer (its data is the blocked client handle,
+/// owned by Redis: nothing to free).
+fn stop_wait_timer(ctx: Ctx, timer: Option<u64>) {
+    if let Some(id) = timer {
+        let mut data: *mut c_void = ptr::null_mut();
+        call!(RedisModule_StopTimer(ctx, id, &mut data));
+    }
+}
+
 fn in_cluster(ctx: Ctx) -> bool {
     api::context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
 }
 
-/// Whether the calling context may block (not in MULTI, a script, ...).
+/// Whether the calling context may block: not in MULTI or a script, and
+/// on a master (a writable replica never grants to waiters).
 pub fn can_block(ctx: Ctx) -> bool {
     let deny = raw::REDISMODULE_CTX_FLAGS_MULTI
         | raw::REDISMODULE_CTX_FLAGS_LUA
         | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
-    api::context_flags(ctx) & deny == 0
+    let flags = api::context_flags(ctx);
+    flags & deny == 0 && flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
 }

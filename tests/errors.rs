@@ -280,3 +280,80 @@ fn errors_are_counted_and_change_no_other_counter() {
     // `unchanged()` ran 6 CHECKs.
     assert_eq!(after["checks"], before["checks"] + 6);
 }
+
+/// Starts redis-server with the module and `args`; returns whether it
+/// refused to start, and its log.
+fn load_with(args: &[&str]) -> (bool, String) {
+    let dir = tempfile_dir();
+    let port = free_port();
+    let mut child = std::process::Command::new(testkit::server_binary())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--logfile", "server.log", "--loadmodule"])
+        .arg(testkit::module_path())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let deadline = std::time::Instant::now() + WAIT;
+    let refused = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+        {
+            break false;
+        }
+        assert!(std::time::Instant::now() < deadline, "no start, no exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    (refused, log)
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lock-load-{}",
+        String::from_utf8(unique_token("t")).unwrap()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Load arguments are checked like `CONFIG SET`: a bad one fails the load
+/// with a log line naming the setting and what it accepts.
+#[test]
+fn load_arguments_are_checked() {
+    for (args, says) in [
+        (&["max-ttl", "-5"][..], "max-ttl"),
+        (&["max-ttl", "0"], "1 to 315360000000"),
+        (&["max-waiters", "-1"], "max-waiters"),
+        (&["max-token-length", "70000"], "1 to 65536"),
+        (&["max-ttl", "abc"], "'abc'"),
+        (&["max-ttl"], "no value"),
+        (&["bogus", "1"], "unknown load argument 'bogus'"),
+        (&["fence-margin", "-1"], "fence-margin"),
+    ] {
+        let (refused, log) = load_with(args);
+        assert!(refused, "{args:?} was accepted");
+        assert!(
+            log.lines().any(|l| l.contains("lock:") && l.contains(says)),
+            "{args:?}: no log line with {says:?}:\n{log}"
+        );
+    }
+    for spelling in ["lock.max-ttl", "MAX-TTL", "Lock.Max-Ttl"] {
+        let s = Server::with(Config::default().module_arg(spelling, "5000"));
+        let mut c = s.conn();
+        let v: Vec<String> =
+            redis::from_redis_value(cmd(&mut c, ("CONFIG", "GET", "lock.max-ttl"))).unwrap();
+        assert_eq!(v, vec!["lock.max-ttl", "5000"], "{spelling}");
+    }
+}

@@ -16,7 +16,8 @@
 //! it reaches the head, it is skipped. Parked slots are indexed by sequence
 //! number and by token, and expire through a FIFO in parking order (each
 //! park is "now + a constant", so deadlines come in order and expired slots
-//! leave from its front).
+//! leave from its front; one out of order is still never taken back once a
+//! push has seen its deadline pass).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -96,6 +97,9 @@ struct Queue<H> {
     /// parked again are stale and skipped.
     expiry: VecDeque<Expiry>,
     next_park_id: u64,
+    /// The latest time a push saw: parked slots whose deadline it passed
+    /// are gone, wherever they are in `expiry`.
+    horizon_ms: i64,
     /// When a deadline timer is armed for this key: (timer id, at ms).
     timer: Option<(u64, i64)>,
 }
@@ -109,6 +113,7 @@ impl<H> Queue<H> {
             parked_by_token: HashMap::new(),
             expiry: VecDeque::new(),
             next_park_id: 0,
+            horizon_ms: i64::MIN,
             timer: None,
         }
     }
@@ -133,14 +138,24 @@ impl<H> Queue<H> {
     /// one parked slot: parked twice (two waits with one token timed out),
     /// it keeps the earlier place until the later deadline.
     fn park(&mut self, seq: u64, token: &[u8], until_ms: i64) {
-        let (seq, until_ms, token) = match self.parked_by_token.get(token).copied() {
+        let (mut seq, mut until_ms) = (seq, until_ms);
+        let token: Box<[u8]> = match self.parked_by_token.get(token).copied() {
             Some(other) => match self.unpark(other) {
-                Some(p) => (seq.min(other), until_ms.max(p.until_ms), p.token),
-                None => (seq, until_ms, token.into()),
+                Some(p) => {
+                    // Unless a push saw it expire (it is gone then).
+                    if p.until_ms > self.horizon_ms {
+                        seq = seq.min(other);
+                        until_ms = until_ms.max(p.until_ms);
+                    }
+                    p.token
+                }
+                None => token.into(),
             },
-            None if self.parked.len() >= MAX_PARKED => return,
-            None => (seq, until_ms, token.into()),
+            None => token.into(),
         };
+        if self.parked.len() >= MAX_PARKED {
+            return;
+        }
         let park_id = self.next_park_id;
         self.next_park_id += 1;
         self.parked_by_token.insert(token.clone(), seq);
@@ -159,9 +174,13 @@ impl<H> Queue<H> {
         });
     }
 
-    /// Forgets parked slots expired at `now_ms` (and stale entries) from
-    /// the front of `expiry`. Returns the entries visited.
+    /// Moves the horizon to `now_ms` (never back: a clock stepped back
+    /// revives no expired slot) and forgets parked slots expired by then
+    /// (and stale entries) from the front of `expiry`. Returns the entries
+    /// visited.
     fn expire(&mut self, now_ms: i64) -> usize {
+        self.horizon_ms = self.horizon_ms.max(now_ms);
+        let now_ms = self.horizon_ms;
         let mut visited = 0;
         while let Some(front) = self.expiry.front() {
             if self.is_current(front) {
@@ -178,12 +197,12 @@ impl<H> Queue<H> {
     }
 
     /// The slot a returning waiter with `token` takes back, if parked and
-    /// not expired at `now_ms`.
-    fn reclaim(&mut self, token: &[u8], now_ms: i64) -> Option<u64> {
+    /// not expired at the horizon.
+    fn reclaim(&mut self, token: &[u8]) -> Option<u64> {
         let seq = *self.parked_by_token.get(token)?;
         let parked = self.unpark(seq)?;
         // Expired but not yet at the front of `expiry`: gone all the same.
-        (parked.until_ms > now_ms).then_some(seq)
+        (parked.until_ms > self.horizon_ms).then_some(seq)
     }
 
     /// Drops stale entries once they outnumber kept ones, and shrinks
@@ -304,7 +323,7 @@ impl<H: Copy + Eq + Hash, W> Queues<H, W> {
             .entry(key.into())
             .or_insert_with(Queue::new);
         let mut work = queue.expire(now_ms);
-        let seq = match queue.reclaim(token, now_ms) {
+        let seq = match queue.reclaim(token) {
             Some(seq) => seq,
             None => {
                 let seq = self.next_seq;

@@ -97,3 +97,25 @@ fmt: ## cargo fmt
 
 clean: ## cargo clean (the server cache in ~/.cache/redis-lock stays)
 	$(CARGO) clean
+
+# The long proofs of issue 8. First the fault-injection checker (torture/;
+# `make test` runs a 20 s version of it): client processes, kills, stops,
+# AOF restarts, promotions, FAILOVER and CLIENT PAUSE for TORTURE_ARGS, then
+# a table of figures; it exits non-zero when a must-be-0 figure is not 0.
+# Then the long runs of the other randomized suites, each only if its file
+# exists: fuzzing (1,000,000 cases), the 100,000-waiter stall test, the
+# model test (a million steps), the load test (LOAD_ENV sets its variables).
+TORTURE_ARGS ?= --seconds 300 --clients 32
+LOAD_ENV ?=
+TORTURE_ENV = LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER)
+.PHONY: torture
+torture: build ## lock-torture for 5 min (TORTURE_ARGS), then the long fuzz, stall, model and load runs
+	$(TORTURE_ENV) $(CARGO) run --release -p lock-torture -- $(TORTURE_ARGS)
+	@if [ -f tests/fuzz.rs ]; then set -x; \
+	  $(TORTURE_ENV) FUZZ_CASES=1000000 $(CARGO) test --release -p redis-lock-module --test fuzz; fi
+	@if [ -f tests/waiting_stall.rs ]; then set -x; \
+	  $(TORTURE_ENV) $(CARGO) test --release -p redis-lock-module --test waiting_stall -- --ignored --nocapture; fi
+	@if [ -f tests/model.rs ]; then set -x; \
+	  $(TORTURE_ENV) MODEL_OPS=1000000 $(CARGO) test --release -p redis-lock-module --test model -- --nocapture; fi
+	@if [ -f tests/load.rs ]; then set -x; \
+	  $(TORTURE_ENV) $(LOAD_ENV) $(CARGO) test --release -p redis-lock-module --test load -- --include-ignored --nocapture; fi

@@ -592,7 +592,8 @@ fn module_list_shows_lock() {
             text(&fields[i + 1])
         })
         .collect();
-    assert_eq!(names, vec!["lock".to_owned()]);
+    // Redis 8 also lists its built-in modules (vectorset, ...).
+    assert_eq!(names.iter().filter(|n| *n == "lock").count(), 1, "{names:?}");
 }
 
 fn flags_of(c: &mut redis::Connection, command: &str) -> (i64, Vec<String>) {

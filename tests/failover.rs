@@ -83,11 +83,11 @@ fn lock_expiring_inside_a_pause(mode: &str) {
     let w = waiter(&m, b"k", b"next", 60_000, 20_000);
     wait_waiters(&mut c, b"k", 1);
 
+    let mut other = m.conn();
     let pause_ms = 1_500;
     let paused_at = Instant::now();
     cmd(&mut c, ("CLIENT", "PAUSE", pause_ms, mode));
     // A LOCK.* write is held back by Redis for the whole pause.
-    let mut other = m.conn();
     let t = Instant::now();
     assert!(acquire(&mut other, b"k2", b"x", 60_000).is_some());
     assert!(t.elapsed() >= Duration::from_millis(pause_ms - 200));

@@ -155,8 +155,9 @@ fn aof_and_rdb_load_without_the_module() {
     assert_kept_data(&mut c, &kept);
     let e = err(&mut c, ("LOCK.CHECK", "k", "tok"));
     assert!(e.to_lowercase().contains("unknown command"), "{e}");
-    let modules = cmd(&mut c, ("MODULE", "LIST"));
-    assert_eq!(modules, redis::Value::Array(vec![]));
+    // Not loaded (Redis 8 still lists its built-in modules).
+    let modules = format!("{:?}", cmd(&mut c, ("MODULE", "LIST")));
+    assert!(!modules.contains("liblock"), "{modules}");
     assert_clean_log(&s);
 
     // An RDB saved by that server loads too, and back with the module the

@@ -593,7 +593,11 @@ fn module_list_shows_lock() {
         })
         .collect();
     // Redis 8 also lists its built-in modules (vectorset, ...).
-    assert_eq!(names.iter().filter(|n| *n == "lock").count(), 1, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| *n == "lock").count(),
+        1,
+        "{names:?}"
+    );
 }
 
 fn flags_of(c: &mut redis::Connection, command: &str) -> (i64, Vec<String>) {

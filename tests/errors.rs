@@ -287,7 +287,14 @@ fn load_with(args: &[&str]) -> (bool, String) {
     let dir = tempfile_dir();
     let port = free_port();
     let mut child = std::process::Command::new(testkit::server_binary())
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(&dir)
         .args(["--logfile", "server.log", "--loadmodule"])

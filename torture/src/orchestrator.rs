@@ -199,8 +199,13 @@ pub fn run(o: Options) -> i32 {
 impl Torture {
     fn setup(o: Options, dir: &Path) -> Result<Torture, String> {
         let resource = Resource::start().map_err(|e| format!("resource: {e}"))?;
-        let mut a = Server::new("a", dir);
-        let mut b = Server::new("b", dir);
+        // A copy: every restart loads the same module even if the build
+        // directory's one is rebuilt meanwhile.
+        let module = dir.join("liblock.so");
+        std::fs::copy(testkit::module_path(), &module)
+            .map_err(|e| format!("copy {}: {e}", testkit::module_path().display()))?;
+        let mut a = Server::new("a", dir, &module);
+        let mut b = Server::new("b", dir, &module);
         a.start(None)?;
         b.start(Some(a.port))?;
         let log = EventLog::create(&dir.join("checker.log")).map_err(|e| e.to_string())?;
@@ -250,7 +255,16 @@ impl Torture {
                 .map(|k| k.tag())
                 .collect::<Vec<_>>()
                 .join(","),
-            testkit::module_path().display(),
+            {
+                let m = testkit::module_path();
+                let built = std::fs::metadata(&m)
+                    .and_then(|md| md.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                format!("{} (modified at Unix time {built}, copied)", m.display())
+            },
             self.dir.display()
         );
         for slot in 0..self.o.clients {

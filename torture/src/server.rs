@@ -14,6 +14,7 @@ pub struct Server {
     pub name: String,
     pub port: u16,
     pub dir: PathBuf,
+    module: PathBuf,
     child: Option<Child>,
     /// Bumped at every start: INFO counters restart from 0 with it.
     pub incarnation: u32,
@@ -27,13 +28,14 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    pub fn new(name: &str, root: &Path) -> Server {
+    pub fn new(name: &str, root: &Path, module: &Path) -> Server {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("server directory");
         Server {
             name: name.to_owned(),
             port: free_port(),
             dir,
+            module: module.to_owned(),
             child: None,
             incarnation: 0,
         }
@@ -83,7 +85,7 @@ impl Server {
             ])
             .args(["--maxmemory-policy", "noeviction"])
             .arg("--loadmodule")
-            .arg(testkit::module_path());
+            .arg(&self.module);
         if let Some(m) = master {
             cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
         }

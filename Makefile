@@ -20,7 +20,7 @@ SERVER_SUITE ?= --workspace --test '*'
 # Every test binary runs even after one fails.
 TEST_FLAGS ?= --no-fail-fast
 
-.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench example clean
+.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench example clean test-examples
 
 all: build ## build the module (target/release/liblock.so)
 
@@ -53,7 +53,7 @@ run: build ## redis-server with the module on 127.0.0.1:PORT (6379), data in DAT
 # Valkey 8.1. Each server's suite runs even when an earlier one failed, so
 # that one run shows every failure; make test fails at the end then.
 test: test-scripts lint ## everything below, on all three servers
-	@failed=""; for t in test-redis test-redis8 test-valkey; do \
+	@failed=""; for t in test-redis test-redis8 test-valkey test-examples; do \
 	  $(MAKE) --no-print-directory $$t || failed="$$failed $$t"; done; \
 	if [ -n "$$failed" ]; then echo "make: failed:$$failed"; exit 1; fi
 
@@ -73,6 +73,13 @@ test-valkey: build deps-valkey ## the integration tests on Valkey 8.1.8
 	@server=$$($(DEPS) valkey) && echo "make: integration suite against $$($$server --version)" && \
 	echo "LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(TEST_FLAGS) $(SERVER_SUITE)" && \
 	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$$server $(CARGO) test $(TEST_FLAGS) $(SERVER_SUITE)
+
+# issue 12: the Python (redis-py) and Node.js (node-redis) examples against a
+# throw-away server. redis-py goes into a venv under ~/.cache/redis-lock (or
+# $XDG_CACHE_HOME), node-redis into examples/node/node_modules (npm ci).
+# lockctl's own tests are part of test-redis/-redis8/-valkey (cargo test).
+test-examples: build ## the Python and Node.js examples against a throw-away server (Redis 7.0)
+	examples/run-examples.sh $(abspath $(MODULE)) $(REDIS_SERVER)
 
 # The client's `basic` example (bsm/redis-lock's example) against a throw-away server.
 example: build ## run the client's basic example against a throw-away server

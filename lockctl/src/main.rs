@@ -713,14 +713,23 @@ fn cmd_run(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
         }
     }
 
-    let mut child = match Command::new(&a.command[0])
+    let mut command = Command::new(&a.command[0]);
+    command
         .args(&a.command[1..])
         .env("LOCK_KEY", &a.key)
         .env("LOCK_FENCE", fence.to_string())
         .env("LOCK_TTL_MS", a.ttl.to_string())
-        .process_group(0)
-        .spawn()
-    {
+        .process_group(0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe. If lockctl itself is killed
+    // (SIGKILL), nothing renews the lock: the command gets SIGTERM.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             if let Some(c) = main_con.as_mut() {

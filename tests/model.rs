@@ -55,6 +55,8 @@ const LEASE_SPAN_MS: u64 = 10 * 3_600_000;
 const PATIENCE: Duration = Duration::from_secs(10);
 /// `INFO lock_stats` is compared with the model this often.
 const STATS_EVERY: u64 = 100;
+/// Long runs say how far they are this often.
+const PROGRESS_EVERY: u64 = 100_000;
 /// How many steps a failure report shows.
 const HISTORY: usize = 40;
 
@@ -629,8 +631,16 @@ impl Harness {
     }
 
     fn run(&mut self, ops: u64) {
+        let start = Instant::now();
         while self.step < ops {
             self.step += 1;
+            if self.step.is_multiple_of(PROGRESS_EVERY) {
+                eprintln!(
+                    "model: step {} after {:.0} s",
+                    self.step,
+                    start.elapsed().as_secs_f64()
+                );
+            }
             let op = self.choose();
             if self.history.len() == HISTORY {
                 self.history.pop_front();

@@ -98,11 +98,16 @@ impl TokenState {
     /// acknowledged, with `acked_only`), counted from when it was *sent*,
     /// less `drift`.
     pub fn lease_floor(&self, drift_us: u64, acked_only: bool) -> Option<u64> {
+        self.lease_floor_of(drift_us, |g| g.acked || !acked_only)
+    }
+
+    /// As [`Self::lease_floor`], counting only the grants `keep` accepts.
+    pub fn lease_floor_of(&self, drift_us: u64, keep: impl Fn(&Grant) -> bool) -> Option<u64> {
         let fence = self.fence()?;
         let by_grant = self
             .grants
             .iter()
-            .filter(|g| g.fence == fence && (g.acked || !acked_only))
+            .filter(|g| g.fence == fence && keep(g))
             .map(|g| g.sent + g.ttl * 1000)
             .max()?;
         // A waiter's lease starts when it is handed the lock, unknown to

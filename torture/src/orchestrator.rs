@@ -119,11 +119,13 @@ struct Proc {
 /// What a check after a fault compares the server against.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Check {
-    /// Restart from AOF with `appendfsync always`: every replied grant.
+    /// Restart from AOF with `appendfsync always`: every replied grant
+    /// (but those a promotion may have lost before).
     Restart,
     /// Replica promoted after the master died: grants `WAIT 1` acknowledged.
     Promote,
-    /// Planned FAILOVER: every replied grant (the master waits for the replica).
+    /// Planned FAILOVER: every replied grant (the master waits for the
+    /// replica), as for a restart.
     Failover,
 }
 
@@ -151,6 +153,8 @@ struct Torture {
     client_until: u64,
     fault_no: u64,
     last_poll: Instant,
+    /// When the last promotion's master was killed (µs).
+    promoted_at: u64,
 }
 
 pub fn run(o: Options) -> i32 {
@@ -224,6 +228,7 @@ impl Torture {
             log,
             fault_no: 0,
             last_poll: Instant::now(),
+            promoted_at: 0,
         };
         if !t.wait_link(1) {
             return Err("the replica did not sync within 30 s".into());
@@ -610,6 +615,7 @@ impl Torture {
         let (old, new) = (self.master, self.replica());
         self.poll_stats();
         self.servers[old].kill();
+        self.promoted_at = now_us();
         self.freeze();
         let promoted = matches!(
             self.servers[new].call(&["REPLICAOF", "NO", "ONE"]),
@@ -856,12 +862,16 @@ impl Torture {
             }
             let Some(fence) = t.fence() else { continue };
             let acked = t.lease_floor(DRIFT_US, true).is_some_and(|f| f > horizon);
-            let replied = t.lease_floor(DRIFT_US, false).is_some_and(|f| f > horizon);
+            // A grant the replica had not acknowledged may have gone with
+            // an earlier promotion; one replied since then may not.
+            let kept_since = t
+                .lease_floor_of(DRIFT_US, |g| g.acked || g.recv > self.promoted_at)
+                .is_some_and(|f| f > horizon);
             let required = match mode {
                 Check::Promote => acked,
-                Check::Restart | Check::Failover => replied,
+                Check::Restart | Check::Failover => kept_since,
             };
-            if required || (mode == Check::Promote && replied) {
+            if required || (mode == Check::Promote && kept_since) {
                 must.push((t.key.clone(), token.clone(), fence, required));
             }
         }

@@ -62,7 +62,7 @@ has it can release the lock). CMD runs in a process group of its own.
   --ttl MS                 the lock's time to live, renewed every TTL/3
                            while CMD runs (default 30000)
   --wait MS                wait in the server's FIFO queue at most MS ms
-                           (default: wait without limit)
+                           (default, and --wait 0: wait without limit)
   --no-wait                give up at once if someone else holds the lock
   --conflict-exit-code N   exit code when the lock is not obtained (default 1)
   --url URL                the server (default $REDIS_URL, else redis://127.0.0.1:6379/)

@@ -6,7 +6,7 @@
 //! * `FUZZ_CASE=i`: replays case `i` of each target alone.
 //!
 //! Every target draws from its own fixed rng stream, and case `i` from a
-//! case seed derived from it, so a failure prints the target and index that
+//! case state derived from it, so a failure prints the target and index that
 //! replay it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -104,7 +104,7 @@ impl Drop for Replay {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "fuzz {}: case {} failed (case seed {:#018x}); replay with FUZZ_CASE={} cargo test --test fuzz {}",
+                "fuzz {}: case {} failed (case state {:#018x}); replay with FUZZ_CASE={} cargo test --test fuzz {}",
                 self.target, self.case, self.case_seed, self.case, self.target
             );
         }

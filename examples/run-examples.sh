@@ -18,27 +18,49 @@ server=${2:-redis-server}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/redis-lock
 
-# Python: a venv per requirements.txt content.
-command -v python3 >/dev/null || {
+# Like the rest of `make test`: as root on Debian/Ubuntu, apt-get installs
+# what is missing; elsewhere the message says what to install.
+apt_install() {
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "make test-examples: apt-get install $*" >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+	else
+		return 1
+	fi
+}
+command -v python3 >/dev/null || apt_install python3 python3-venv || {
 	echo "make test-examples: python3 is missing (Debian/Ubuntu: apt-get install python3 python3-venv)" >&2
 	exit 1
 }
-command -v node >/dev/null && command -v npm >/dev/null || {
+{ command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm || {
 	echo "make test-examples: node and npm are missing (Debian/Ubuntu: apt-get install nodejs npm)" >&2
 	exit 1
 }
-req_hash=$(sha256sum "$here/python/requirements.txt" | cut -c1-12)
+
+# Python: a virtualenv per requirements.txt content (or, where venv is
+# missing, pip install --target into the same cache).
+req=$here/python/requirements.txt
+req_hash=$(sha256sum "$req" | cut -c1-12)
 venv=$cache/python-examples-$req_hash
-if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; then
+python=$venv/bin/python
+if [ ! -f "$venv/.installed" ]; then
 	echo "make test-examples: installing redis-py into $venv" >&2
 	mkdir -p "$cache"
 	rm -rf "$venv"
-	python3 -m venv "$venv" || {
-		echo "make test-examples: python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)" >&2
-		exit 1
-	}
-	"$venv/bin/pip" install -q --disable-pip-version-check -r "$here/python/requirements.txt"
+	if python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv && python3 -m venv "$venv"; }; then
+		"$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+	else
+		rm -rf "$venv"
+		python3 -m pip install -q --disable-pip-version-check --target "$venv/site" -r "$req" || {
+			echo "make test-examples: neither python3 -m venv nor pip works (Debian/Ubuntu: apt-get install python3-venv)" >&2
+			exit 1
+		}
+	fi
 	touch "$venv/.installed"
+fi
+if [ ! -x "$python" ]; then
+	python=python3
+	export PYTHONPATH=$venv/site
 fi
 
 # Node.js: npm ci when node_modules is missing or older than the lock file.
@@ -77,8 +99,8 @@ done
 export REDIS_URL=redis://127.0.0.1:$port/
 
 failed=
-echo "make test-examples: python ($("$venv/bin/python" -c 'import redis; print("redis-py", redis.__version__)')) against $("$server" --version | cut -d' ' -f1-3)"
-"$venv/bin/python" "$here/python/lock_example.py" || failed="$failed python"
+echo "make test-examples: python ($("$python" -c 'import redis; print("redis-py", redis.__version__)')) against $("$server" --version | cut -d' ' -f1-3)"
+"$python" "$here/python/lock_example.py" || failed="$failed python"
 echo "make test-examples: node ($(cd "$here/node" && node -p '"node-redis " + require("redis/package.json").version'))"
 (cd "$here/node" && node lock_example.js) || failed="$failed node"
 if [ -n "$failed" ]; then

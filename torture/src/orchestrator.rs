@@ -561,15 +561,20 @@ impl Torture {
         1 - self.master
     }
 
-    /// Waits (at most 30 s) until server `i` is a replica with its link up.
+    /// Waits (at most 30 s) until server `i` is a replica with its link up
+    /// and the AOF rewrite that follows a full sync is done: until then its
+    /// AOF still holds the data from before the sync, and a SIGKILL after
+    /// a later promotion would reload that (Redis's limit, not the module's).
     fn wait_link(&self, i: usize) -> bool {
         let end = Instant::now() + Duration::from_secs(30);
         while Instant::now() < end {
-            if self.servers[i]
-                .info_field("replication", "master_link_status")
-                .as_deref()
-                == Some("up")
-            {
+            let s = &self.servers[i];
+            let up = s.info_field("replication", "master_link_status").as_deref() == Some("up");
+            let rewritten = s.info("persistence").is_some_and(|p| {
+                let zero = |name: &str| p.iter().any(|(k, v)| k == name && v == "0");
+                zero("aof_rewrite_in_progress") && zero("aof_rewrite_scheduled")
+            });
+            if up && rewritten {
                 return true;
             }
             sleep(ms(50));

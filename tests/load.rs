@@ -7,8 +7,8 @@
 //! clients saw, and the server's `used_memory` back to its start once the
 //! connections are closed.
 //!
-//! Two threads (this machine has 2 cores) drive all the connections with
-//! tokio. The server gets `--maxclients 10100`; the test raises its own
+//! Two tokio worker threads (the test machine has 2 cores) drive all the
+//! connections. The server gets `--maxclients 10100`; the test raises its own
 //! open-file limit first (the server inherits it), and skips only if the
 //! hard limit is too low and cannot be raised.
 
@@ -39,7 +39,7 @@ const MAX_WAITING: usize = 256;
 /// Connections being opened at once (the listen backlog is 511).
 const CONNECTING: usize = 200;
 /// What `used_memory` may keep after all connections closed, over its
-/// value before they opened: the 8 pooled helper clients (~0.3 MB), hash
+/// value before they opened: 8 pooled helper clients (~0.2 MB), hash
 /// tables that shrink by steps (the keyspace's, the module's queue index)
 /// and the slow log. Anything that grows with the load is far bigger: a
 /// leaked client per connection would be ~370 MB, a leaked lock per key

@@ -15,7 +15,10 @@
 //! the head waiter's grant) before the next step. A WAIT that must time out
 //! is the only thing in flight while it does. A waiter that comes back with
 //! the token of a timed-out wait does so only when its old place and a new
-//! one are the same (nobody queued behind it). Fences are checked as
+//! one are the same (nobody queued behind it): whether the server still
+//! keeps the place depends on time (1 s), and today it also forgets it as
+//! soon as the queue has no live waiter, putting the returning client
+//! behind anyone who queued in between. Fences are checked as
 //! "strictly above every earlier fence of the key", and equal on renewal.
 //! The model never has to guess which of two racing events came first, so
 //! a case seed replays the same run.

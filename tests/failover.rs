@@ -79,14 +79,27 @@ fn lock_expiring_inside_a_pause(mode: &str) {
     let m = Server::start();
     let (_r, mut rc) = replica_of(&m, Config::default());
     let mut c = m.conn();
-    must_acquire(&mut c, b"k", b"holder", 300);
+    let held = must_acquire(&mut c, b"k", b"holder", 60_000);
     let w = waiter(&m, b"k", b"next", 60_000, 20_000);
     wait_waiters(&mut c, b"k", 1);
 
     let mut other = m.conn();
     let pause_ms = 1_500;
     let paused_at = Instant::now();
-    cmd(&mut c, ("CLIENT", "PAUSE", pause_ms, mode));
+    // Back to back, however slow the machine: the lock now expires 300 ms
+    // into the pause.
+    let (renewed, ok): (i64, String) = redis::pipe()
+        .cmd("LOCK.ACQUIRE")
+        .arg("k")
+        .arg("holder")
+        .arg(300)
+        .cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause_ms)
+        .arg(mode)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((renewed, ok.as_str()), (held, "OK"));
     // A LOCK.* write is held back by Redis for the whole pause.
     let t = Instant::now();
     assert!(acquire(&mut other, b"k2", b"x", 60_000).is_some());
@@ -274,8 +287,11 @@ fn hand_off_after_a_restart_goes_above_the_keys_fence() {
 fn the_deadline_timer_hands_off_at_expiry() {
     let s = Server::start();
     let mut c = s.conn();
-    must_acquire(&mut c, b"k", b"a", 200);
+    let held = must_acquire(&mut c, b"k", b"a", 60_000);
     let w = waiter(&s, b"k", b"b", 60_000, 30_000);
+    wait_waiters(&mut c, b"k", 1);
+    // A renewal to 200 ms moves the deadline timer with it.
+    assert_eq!(acquire(&mut c, b"k", b"a", 200), Some(held));
     let (reply, _) = w.join().unwrap();
     fence_of(&reply);
     assert_eq!(lock_stats(&mut c)["expiry_handoffs"], 1);

@@ -169,6 +169,7 @@ fn renew(ctx: Ctx, key: &mut Key, name: RStr, ttl_ms: u64) -> bool {
         return false;
     }
     api::replicate_pexpireat(ctx, name, abs_ms);
+    waiters::deadline_moved(ctx, name, abs_ms);
     api::signal_modified(ctx, name);
     api::notify(
         ctx,

@@ -547,6 +547,14 @@ struct Deadline {
     at: i64,
 }
 
+/// A renewal moved a held lock's expiry to `at` (Unix ms): move the
+/// deadline timer of its waiters with it.
+pub fn deadline_moved(ctx: Ctx, name: RStr, at: i64) {
+    if total() > 0 {
+        arm_deadline(ctx, api::selected_db(ctx), api::bytes(name), at);
+    }
+}
+
 /// Arms (or moves) the key's deadline timer to fire just after `at` (Unix ms).
 fn arm_deadline(ctx: Ctx, db: i32, key: &[u8], at: i64) {
     if waiting(db, key) == 0 {

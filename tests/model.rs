@@ -21,9 +21,9 @@
 //! behind anyone who queued in between. Fences are checked as
 //! "strictly above every earlier fence of the key", and equal on renewal.
 //! The model never has to guess which of two racing events came first, so
-//! a case seed replays the same run.
+//! a case number replays the same run.
 //!
-//! `MODEL_SEED=<case seed>` replays a run (the seed is printed first);
+//! `MODEL_SEED=<case number>` replays a run (the case number is printed first);
 //! `MODEL_OPS=<n>` sets its length (default 5,000 steps). A million:
 //! `MODEL_OPS=1000000 cargo test --release --test model -- --nocapture`.
 //! The server's files go to `MODEL_DIR`, else `/dev/shm` when it exists:
@@ -84,7 +84,7 @@ fn show(b: &[u8]) -> String {
     b.escape_ascii().to_string()
 }
 
-/// splitmix64: small, and the same sequence everywhere for a case seed.
+/// splitmix64: small, and the same sequence everywhere for a case number.
 struct Rng(u64);
 
 impl Rng {
@@ -1217,7 +1217,7 @@ fn random_steps_match_the_model() {
     let ops = env_u64("MODEL_OPS").unwrap_or(5_000);
     let dir = choose_data_dir();
     eprintln!(
-        "model: case seed {case_seed:#x} ({ops} steps; replay with MODEL_SEED={case_seed:#x}), \
+        "model: case number {case_seed:#x} ({ops} steps; replay with MODEL_SEED={case_seed:#x}), \
          server files in {dir}"
     );
     // testkit makes the server's directory under TMPDIR; this binary runs
@@ -1229,7 +1229,7 @@ fn random_steps_match_the_model() {
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| h.run(ops)));
     if let Err(e) = outcome {
         eprintln!(
-            "model: FAILED at step {} of case seed {case_seed:#x} (MODEL_SEED={case_seed:#x}); last steps:",
+            "model: FAILED at step {} of case number {case_seed:#x} (MODEL_SEED={case_seed:#x}); last steps:",
             h.step
         );
         for line in &h.history {
@@ -1239,7 +1239,7 @@ fn random_steps_match_the_model() {
         panic::resume_unwind(e);
     }
     println!(
-        "model: case seed {case_seed:#x}: {}",
+        "model: case number {case_seed:#x}: {}",
         h.summary(start.elapsed())
     );
 }

@@ -85,7 +85,7 @@ test-examples: build ## the Python and Node.js examples against a throw-away ser
 example: build ## run the client's basic example against a throw-away server
 	@port=$$((20000 + RANDOM % 20000)); \
 	$(REDIS_SERVER) --port $$port --bind 127.0.0.1 --save '' --daemonize yes --loadmodule $(abspath $(MODULE)) >/dev/null && sleep 0.3; \
-	REDIS_URL=redis://127.0.0.1:$$port/ $(CARGO) run --release -q -p redis-lock --example basic; rc=$$?; \
+	REDIS_URL=redis://127.0.0.1:$$port/ $(CARGO) run --release -q -p redis-fenced-lock --example basic; rc=$$?; \
 	redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$rc
 
 # Benchmarks the module against bsm/redis-lock's SET NX PX + EVALSHA (~4 min

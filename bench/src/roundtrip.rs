@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
-use redis_lock::{Locker, Options};
+use redis_fenced_lock::{Locker, Options};
 
 use crate::report::{RatioBar, Report, Row, Section, Table, Target};
 use crate::util::{self, thousands, Rng};

@@ -62,7 +62,7 @@ impl Rng {
     /// A token shaped like bsm/redis-lock's (16 random bytes, base64url: 24 characters),
     /// made as the client crate makes them.
     pub fn token(&mut self) -> String {
-        redis_lock::new_token("")
+        redis_fenced_lock::new_token("")
     }
 }
 

@@ -19,7 +19,7 @@
 use std::thread;
 use std::time::Duration;
 
-use redis_lock::{Error, Locker, Options};
+use redis_fenced_lock::{Error, Locker, Options};
 
 fn main() {
     // Connect to Redis

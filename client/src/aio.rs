@@ -91,8 +91,8 @@ impl<C: ConnectionLike + Clone + Send + 'static> Drop for PendingRelease<C> {
 /// the wait: give a locker that waits a connection of its own.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), redis_lock::Error> {
-/// use redis_lock::{AsyncLocker, Options};
+/// # async fn run() -> Result<(), redis_fenced_lock::Error> {
+/// use redis_fenced_lock::{AsyncLocker, Options};
 ///
 /// let client = redis::Client::open("redis://127.0.0.1/")?;
 /// let conn = client.get_multiplexed_async_connection().await?;
@@ -132,8 +132,8 @@ where
     /// [`Error::NotObtained`].
     ///
     /// ```no_run
-    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_lock::Error> {
-    /// use redis_lock::{AsyncLocker, Error, Options};
+    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_fenced_lock::Error> {
+    /// use redis_fenced_lock::{AsyncLocker, Error, Options};
     ///
     /// match AsyncLocker::obtain(conn, "lock.foo", Options::default()).await {
     ///     Ok(mut locker) => locker.unlock().await?,
@@ -161,9 +161,9 @@ where
     /// grant is then released in the background).
     ///
     /// ```no_run
-    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_lock::Error> {
+    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_fenced_lock::Error> {
     /// use std::time::Duration;
-    /// use redis_lock::{AsyncLocker, CancelHandle, Options};
+    /// use redis_fenced_lock::{AsyncLocker, CancelHandle, Options};
     ///
     /// let options = Options { retry_count: 100, ..Options::default() };
     /// let mut locker = AsyncLocker::new(conn, "lock.foo", options);
@@ -246,8 +246,8 @@ where
     /// [`AsyncLockGuard::unlock`] to wait for it and see its outcome.
     ///
     /// ```no_run
-    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_lock::Error> {
-    /// let mut locker = redis_lock::AsyncLocker::new(conn, "lock.foo", Default::default());
+    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_fenced_lock::Error> {
+    /// let mut locker = redis_fenced_lock::AsyncLocker::new(conn, "lock.foo", Default::default());
     /// let guard = locker.guard().await?;
     /// println!("fence {:?}", guard.fence());
     /// guard.unlock().await?;
@@ -269,8 +269,8 @@ where
     /// server block it.
     ///
     /// ```no_run
-    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_lock::Error> {
-    /// let mut locker = redis_lock::AsyncLocker::new(conn, "lock.report", Default::default());
+    /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_fenced_lock::Error> {
+    /// let mut locker = redis_fenced_lock::AsyncLocker::new(conn, "lock.report", Default::default());
     /// let guard = locker.guard_with_watchdog().await?;
     /// let lost = guard.loss_signal().unwrap();
     /// tokio::select! {
@@ -388,8 +388,8 @@ impl AsyncWatchdog {
 /// drop. The async counterpart of [`LockGuard`](crate::LockGuard).
 ///
 /// ```no_run
-/// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_lock::Error> {
-/// let mut locker = redis_lock::AsyncLocker::new(conn, "lock.foo", Default::default());
+/// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_fenced_lock::Error> {
+/// let mut locker = redis_fenced_lock::AsyncLocker::new(conn, "lock.foo", Default::default());
 /// {
 ///     let guard = locker.guard_with_watchdog().await?;
 ///     if guard.is_lost() { /* stop working */ }

@@ -14,7 +14,7 @@ use crate::signal::Signal;
 ///
 /// ```
 /// use std::time::Duration;
-/// use redis_lock::CancelHandle;
+/// use redis_fenced_lock::CancelHandle;
 ///
 /// let cancel = CancelHandle::new();
 /// let for_other_thread = cancel.clone();

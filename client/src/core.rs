@@ -295,7 +295,7 @@ impl LockOp {
                 self.phase = phase;
                 Action::Done(Err(Error::Redis(redis::RedisError::from((
                     redis::ErrorKind::Client,
-                    "redis-lock: reply fed to a lock op that sent no command",
+                    "redis-fenced-lock: reply fed to a lock op that sent no command",
                 )))))
             }
         }
@@ -309,7 +309,7 @@ impl LockOp {
                 self.phase = phase;
                 Action::Done(Err(Error::Redis(redis::RedisError::from((
                     redis::ErrorKind::Client,
-                    "redis-lock: lock op resumed without a sleep",
+                    "redis-fenced-lock: lock op resumed without a sleep",
                 )))))
             }
         }

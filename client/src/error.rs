@@ -8,7 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What can go wrong.
 ///
 /// ```
-/// use redis_lock::Error;
+/// use redis_fenced_lock::Error;
 ///
 /// assert_eq!(Error::NotObtained.to_string(), "lock not obtained");
 /// assert_eq!(Error::UnlockFailed.to_string(), "lock unlock failed");

@@ -26,9 +26,9 @@ use crate::watchdog::{LossReason, LossSignal, RenewPlan, Watchdog, WatchdogConn}
 /// [`loss_signal`](Self::loss_signal).
 ///
 /// ```no_run
-/// # fn main() -> Result<(), redis_lock::Error> {
+/// # fn main() -> Result<(), redis_fenced_lock::Error> {
 /// # let client = redis::Client::open("redis://127.0.0.1/")?;
-/// let mut locker = redis_lock::Locker::new(client.get_connection()?, "lock.foo", Default::default());
+/// let mut locker = redis_fenced_lock::Locker::new(client.get_connection()?, "lock.foo", Default::default());
 /// let guard = locker.guard_with_watchdog(client.get_connection()?)?;
 /// let fence = guard.fence().unwrap();
 /// // ... write to the protected resource, passing `fence` along ...

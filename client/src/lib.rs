@@ -13,8 +13,8 @@
 //! # Quick use
 //!
 //! ```no_run
-//! # fn main() -> Result<(), redis_lock::Error> {
-//! use redis_lock::{Locker, Options};
+//! # fn main() -> Result<(), redis_fenced_lock::Error> {
+//! use redis_fenced_lock::{Locker, Options};
 //!
 //! let client = redis::Client::open("redis://127.0.0.1/")?;
 //! let mut locker = Locker::new(client.get_connection()?, "lock.foo", Options::default());

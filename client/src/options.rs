@@ -15,7 +15,7 @@ pub const DEFAULT_SERVER_WAIT_SLICE: Duration = Duration::from_millis(400);
 ///
 /// ```
 /// use std::time::Duration;
-/// use redis_lock::RetryStrategy;
+/// use redis_fenced_lock::RetryStrategy;
 ///
 /// // The Go library's behaviour: `retry_delay` between every two tries.
 /// let fixed = RetryStrategy::Fixed;
@@ -88,7 +88,7 @@ impl RetryStrategy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use redis_lock::{Options, RetryStrategy};
+/// use redis_fenced_lock::{Options, RetryStrategy};
 ///
 /// let options = Options {
 ///     lock_timeout: Duration::from_secs(30),
@@ -158,7 +158,7 @@ impl Options {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use redis_lock::Options;
+    /// use redis_fenced_lock::Options;
     ///
     /// let options = Options {
     ///     lock_timeout: Duration::ZERO,
@@ -187,7 +187,7 @@ impl Options {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use redis_lock::Options;
+    /// use redis_fenced_lock::Options;
     ///
     /// let options = Options { retry_count: 4, retry_delay: Duration::from_millis(25), ..Options::default() };
     /// assert_eq!(options.retry_budget(), Duration::from_millis(100));

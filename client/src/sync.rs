@@ -26,8 +26,8 @@ use crate::options::Options;
 /// [`guard_with_watchdog`](Self::guard_with_watchdog) keeps renewing it.
 ///
 /// ```no_run
-/// # fn main() -> Result<(), redis_lock::Error> {
-/// use redis_lock::{Locker, Options};
+/// # fn main() -> Result<(), redis_fenced_lock::Error> {
+/// use redis_fenced_lock::{Locker, Options};
 ///
 /// let client = redis::Client::open("redis://127.0.0.1/")?;
 /// let mut locker = Locker::new(client.get_connection()?, "lock.foo", Options::default());
@@ -48,11 +48,11 @@ impl<C: ConnectionLike> Locker<C> {
     /// (`Options::default()` is bsm/redis-lock's `nil`). Nothing is sent yet.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), redis_lock::Error> {
+    /// # fn main() -> Result<(), redis_fenced_lock::Error> {
     /// # let client = redis::Client::open("redis://127.0.0.1/")?;
     /// let mut conn = client.get_connection()?;
     /// // Borrow the connection: it stays usable once the locker is gone.
-    /// let mut locker = redis_lock::Locker::new(&mut conn, "lock.foo", Default::default());
+    /// let mut locker = redis_fenced_lock::Locker::new(&mut conn, "lock.foo", Default::default());
     /// # Ok(()) }
     /// ```
     pub fn new(conn: C, key: impl Into<String>, options: Options) -> Self {
@@ -67,10 +67,10 @@ impl<C: ConnectionLike> Locker<C> {
     /// all retries. Pass `&mut conn` to keep the connection on failure.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), redis_lock::Error> {
+    /// # fn main() -> Result<(), redis_fenced_lock::Error> {
     /// # let client = redis::Client::open("redis://127.0.0.1/")?;
     /// # let mut conn = client.get_connection()?;
-    /// use redis_lock::{Error, Locker, Options};
+    /// use redis_fenced_lock::{Error, Locker, Options};
     ///
     /// match Locker::obtain(&mut conn, "lock.foo", Options::default()) {
     ///     Ok(mut locker) => locker.unlock()?,
@@ -117,10 +117,10 @@ impl<C: ConnectionLike> Locker<C> {
     /// slice is kept and reported as `Ok(true)`.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), redis_lock::Error> {
+    /// # fn main() -> Result<(), redis_fenced_lock::Error> {
     /// # let client = redis::Client::open("redis://127.0.0.1/")?;
     /// use std::time::Duration;
-    /// use redis_lock::{CancelHandle, Error, Locker, Options};
+    /// use redis_fenced_lock::{CancelHandle, Error, Locker, Options};
     ///
     /// let options = Options { retry_count: 1000, ..Options::default() };
     /// let mut locker = Locker::new(client.get_connection()?, "lock.foo", options);
@@ -197,9 +197,9 @@ impl<C: ConnectionLike> Locker<C> {
     /// holds it.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), redis_lock::Error> {
+    /// # fn main() -> Result<(), redis_fenced_lock::Error> {
     /// # let client = redis::Client::open("redis://127.0.0.1/")?;
-    /// let mut locker = redis_lock::Locker::new(client.get_connection()?, "lock.foo", Default::default());
+    /// let mut locker = redis_fenced_lock::Locker::new(client.get_connection()?, "lock.foo", Default::default());
     /// {
     ///     let guard = locker.guard()?;
     ///     println!("working under fence {:?}", guard.fence());
@@ -226,9 +226,9 @@ impl<C: ConnectionLike> Locker<C> {
     /// renewal, and the guard's drop, indefinitely.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), redis_lock::Error> {
+    /// # fn main() -> Result<(), redis_fenced_lock::Error> {
     /// use std::time::Duration;
-    /// use redis_lock::{Locker, Options};
+    /// use redis_fenced_lock::{Locker, Options};
     ///
     /// let client = redis::Client::open("redis://127.0.0.1/")?;
     /// let options = Options { lock_timeout: Duration::from_secs(10), ..Options::default() };

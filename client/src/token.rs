@@ -12,8 +12,8 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// A new token: `prefix` followed by 24 random base64url characters.
 ///
 /// ```
-/// let token = redis_lock::new_token("host-42-");
-/// assert_eq!(token.len(), "host-42-".len() + redis_lock::TOKEN_LEN);
+/// let token = redis_fenced_lock::new_token("host-42-");
+/// assert_eq!(token.len(), "host-42-".len() + redis_fenced_lock::TOKEN_LEN);
 /// assert!(token.starts_with("host-42-"));
 /// ```
 pub fn new_token(prefix: &str) -> String {

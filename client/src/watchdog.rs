@@ -45,9 +45,9 @@ impl fmt::Display for LossReason {
 /// when the lock is gone.
 ///
 /// ```no_run
-/// # fn main() -> Result<(), redis_lock::Error> {
+/// # fn main() -> Result<(), redis_fenced_lock::Error> {
 /// # let client = redis::Client::open("redis://127.0.0.1/")?;
-/// use redis_lock::{Locker, Options};
+/// use redis_fenced_lock::{Locker, Options};
 ///
 /// let mut locker = Locker::new(client.get_connection()?, "jobs.nightly", Options::default());
 /// let guard = locker.guard_with_watchdog(client.get_connection()?)?;
@@ -195,7 +195,7 @@ impl Watchdog {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread_signal = signal.clone();
         let thread = thread::Builder::new()
-            .name("redis-lock-watchdog".into())
+            .name("lock-watchdog".into())
             .spawn(move || {
                 let interval = renew_interval(plan.ttl);
                 let mut last_renewed = Instant::now();

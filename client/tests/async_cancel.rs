@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use redis::Commands;
-use redis_lock::{AsyncLocker, CancelHandle, Error, Options};
+use redis_fenced_lock::{AsyncLocker, CancelHandle, Error, Options};
 use testkit::{wait_for, Server};
 
 const KEY: &str = "__redis_lock_cancel__";

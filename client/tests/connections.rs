@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use redis::Commands;
-use redis_lock::{AsyncLocker, Error, Locker, Options};
+use redis_fenced_lock::{AsyncLocker, Error, Locker, Options};
 use testkit::{Config, Server};
 
 const KEY: &str = "__redis_lock_conn__";

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use redis::Commands;
-use redis_lock::{CancelHandle, Error, Options, TOKEN_LEN};
+use redis_fenced_lock::{CancelHandle, Error, Options, TOKEN_LEN};
 use testkit::{Config, Server};
 
 const KEY: &str = "__redis_lock_unit_test__";

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use rand::Rng;
-use redis_lock::{AsyncLocker, Locker, Options};
+use redis_fenced_lock::{AsyncLocker, Locker, Options};
 use testkit::Server;
 
 const KEY: &str = "__redis_lock_race__";

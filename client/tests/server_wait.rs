@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::fake::FakeServer;
 use common::*;
 use redis::Commands;
-use redis_lock::{AsyncLocker, Locker, Options, RetryStrategy};
+use redis_fenced_lock::{AsyncLocker, Locker, Options, RetryStrategy};
 use testkit::{wait_for, Server};
 
 const KEY: &str = "__redis_lock_wait__";

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use redis::Commands;
-use redis_lock::{AsyncLocker, Locker, LossReason, Options};
+use redis_fenced_lock::{AsyncLocker, Locker, LossReason, Options};
 use testkit::{wait_for, Server};
 
 const KEY: &str = "__redis_lock_watchdog__";
@@ -47,7 +47,7 @@ fn sync_guard_releases_on_drop() {
     assert!(acquire(&mut conn, KEY, "other", 5000).is_some());
     assert!(matches!(
         locker.guard(),
-        Err(redis_lock::Error::NotObtained)
+        Err(redis_fenced_lock::Error::NotObtained)
     ));
 }
 
@@ -224,7 +224,7 @@ fn async_watchdog_reports_loss() {
         assert!(guard.is_lost());
         assert!(matches!(
             guard.unlock().await,
-            Err(redis_lock::Error::UnlockFailed)
+            Err(redis_fenced_lock::Error::UnlockFailed)
         ));
     });
     assert!(check(&mut conn, KEY, "thief") > 0);

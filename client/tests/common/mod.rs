@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Commands, Connection};
-use redis_lock::{AsyncLocker, CancelHandle, Locker, Options, Result};
+use redis_fenced_lock::{AsyncLocker, CancelHandle, Locker, Options, Result};
 use testkit::Server;
 
 /// The tokio runtime of the async tests (multi-threaded, so that spawned

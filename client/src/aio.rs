@@ -1,4 +1,6 @@
-//! The async locker (tokio), over redis-rs async connections.
+//! The async locker (tokio), over redis-rs async connections, and the async
+//! drivers of the shared lock and watchdog logic (also used by
+//! `client.rs`).
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -7,16 +9,18 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionLike;
-use redis::Cmd;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, RedisResult, Value};
 use tokio::task::JoinHandle;
 
 use crate::cancel::CancelHandle;
 use crate::commands;
-use crate::core::{Action, Hold, LockOp, LockState};
+use crate::core::{Action, LockOp, LockState};
 use crate::error::{Error, Result};
+use crate::loss::{LossReason, LossSignal};
 use crate::options::Options;
-use crate::watchdog::{judge, renew_interval, LossReason, LossSignal, RenewPlan, Verdict};
+use crate::wait_conn::{WaitConnections, WAIT_REPLY_MARGIN};
+use crate::watchdog::{follow_relock, PanicReport, RenewPlan, Renewer, Step};
 
 /// The output of [`race`].
 pub(crate) enum Either<A, B> {
@@ -42,7 +46,7 @@ pub(crate) async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, 
 
 /// Sends `cmd` on a clone of the connection from a new task, if a tokio
 /// runtime is running (else the lock expires by itself).
-fn spawn_send<C>(mut conn: C, cmd: Cmd, after: Option<JoinHandle<()>>)
+pub(crate) fn spawn_send<C>(mut conn: C, cmd: Cmd, after: Option<JoinHandle<()>>)
 where
     C: ConnectionLike + Send + 'static,
 {
@@ -58,17 +62,130 @@ where
 
 /// Releases a token whose grant the locker does not record, if the lock
 /// future is dropped (or cancelled) while a command that may grant it is in
-/// flight. Commands on clones of one multiplexed connection are sent in
-/// order, so the release reaches the server after the acquisition.
-struct PendingRelease<C: ConnectionLike + Clone + Send + 'static> {
-    conn: C,
-    release: Option<Cmd>,
+/// flight. The release goes on a clone of the connection the command went
+/// on: commands on clones of one multiplexed connection are sent in order,
+/// so the release reaches the server after the acquisition.
+struct PendingRelease<C: ConnectionLike + Send + 'static> {
+    armed: Option<(C, Cmd)>,
 }
 
-impl<C: ConnectionLike + Clone + Send + 'static> Drop for PendingRelease<C> {
+impl<C: ConnectionLike + Send + 'static> Drop for PendingRelease<C> {
     fn drop(&mut self) {
-        if let Some(cmd) = self.release.take() {
-            spawn_send(self.conn.clone(), cmd, None);
+        if let Some((conn, cmd)) = self.armed.take() {
+            spawn_send(conn, cmd, None);
+        }
+    }
+}
+
+/// Sends `cmd` on `conn` (within `limit`), releasing `release` if the
+/// future is dropped or `cancel` fires first; `None` when cancelled.
+async fn send_on<K>(
+    conn: &mut K,
+    cmd: &Cmd,
+    release: Option<Cmd>,
+    cancel: Option<&CancelHandle>,
+    limit: Option<Duration>,
+) -> Option<RedisResult<Value>>
+where
+    K: ConnectionLike + Clone + Send + 'static,
+{
+    let mut pending = PendingRelease {
+        armed: release.map(|cmd| (conn.clone(), cmd)),
+    };
+    let request = async {
+        let request = conn.req_packed_command(cmd);
+        match limit {
+            None => request.await,
+            Some(limit) => match tokio::time::timeout(limit, request).await {
+                Ok(reply) => reply,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no reply to a server-side wait in time",
+                )
+                .into()),
+            },
+        }
+    };
+    let reply = match cancel {
+        None => request.await,
+        Some(c) => match race(request, c.cancelled()).await {
+            Either::Left(reply) => reply,
+            // `pending` releases what the request may grant.
+            Either::Right(()) => return None,
+        },
+    };
+    pending.armed = None;
+    Some(reply)
+}
+
+/// A server-side wait, on a connection of its own from `waits`.
+async fn send_waiting(
+    waits: &WaitConnections,
+    cmd: &Cmd,
+    wait: Duration,
+    release: Option<Cmd>,
+    cancel: Option<&CancelHandle>,
+) -> Option<RedisResult<Value>> {
+    let mut conn: MultiplexedConnection = match waits.take().await {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    let reply = send_on(
+        &mut conn,
+        cmd,
+        release,
+        cancel,
+        Some(wait + WAIT_REPLY_MARGIN),
+    )
+    .await?;
+    // A connection that failed or timed out may still carry the wait:
+    // dropping it closes it, which takes the waiter out of the queue.
+    if reply.is_ok() {
+        waits.give_back(conn);
+    }
+    Some(reply)
+}
+
+/// The async driver of the shared [`LockOp`]: waits go on `waits` (the
+/// op never asks for one without), everything else on `conn`.
+pub(crate) async fn drive<C>(
+    conn: &mut C,
+    waits: Option<&WaitConnections>,
+    state: &mut LockState,
+    cancel: Option<&CancelHandle>,
+) -> Result<bool>
+where
+    C: ConnectionLike + Clone + Send + 'static,
+{
+    let (mut op, mut action) = LockOp::start(state, Instant::now());
+    loop {
+        action = match action {
+            Action::Send { cmd, blocking } => {
+                let release = op.unsettled_token().map(|t| state.release_cmd(t));
+                let reply = match (blocking, waits) {
+                    (Some(wait), Some(waits)) => {
+                        send_waiting(waits, &cmd, wait, release, cancel).await
+                    }
+                    _ => send_on(conn, &cmd, release, cancel, None).await,
+                };
+                let Some(reply) = reply else {
+                    return Err(Error::Cancelled);
+                };
+                op.on_reply(state, reply, Instant::now())
+            }
+            Action::Sleep(d) => {
+                let sleep = tokio::time::sleep(d);
+                match cancel {
+                    None => sleep.await,
+                    Some(c) => {
+                        if let Either::Right(()) = race(sleep, c.cancelled()).await {
+                            return Err(Error::Cancelled);
+                        }
+                    }
+                }
+                op.on_slept(state, Instant::now())
+            }
+            Action::Done(result) => return result,
         }
     }
 }
@@ -87,8 +204,10 @@ impl<C: ConnectionLike + Clone + Send + 'static> Drop for PendingRelease<C> {
 /// connection, ordered after the acquisition, so no lock stays held by
 /// nobody for longer than that release takes.
 ///
-/// Server-side waiting (`Options::wait_in_server`) blocks the connection for
-/// the wait: give a locker that waits a connection of its own.
+/// Shared connections are safe: the locker never blocks `C` with a
+/// server-side wait. With [`with_wait_connections`](Self::with_wait_connections)
+/// it waits in the server's FIFO queue on a connection of its own; without,
+/// it polls (after [`Options::retry_count`] and the retry strategy).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), redis_fenced_lock::Error> {
@@ -105,6 +224,7 @@ impl<C: ConnectionLike + Clone + Send + 'static> Drop for PendingRelease<C> {
 /// ```
 pub struct AsyncLocker<C = redis::aio::MultiplexedConnection> {
     conn: C,
+    waits: Option<WaitConnections>,
     state: LockState,
 }
 
@@ -112,6 +232,7 @@ impl<C> fmt::Debug for AsyncLocker<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncLocker")
             .field("state", &self.state)
+            .field("waits", &self.waits)
             .finish_non_exhaustive()
     }
 }
@@ -121,11 +242,23 @@ where
     C: ConnectionLike + Clone + Send + 'static,
 {
     /// A locker on `key`; `options` are normalised. Nothing is sent yet.
+    /// It polls for a busy lock until given
+    /// [`with_wait_connections`](Self::with_wait_connections).
     pub fn new(conn: C, key: impl Into<String>, options: Options) -> Self {
         AsyncLocker {
             conn,
-            state: LockState::new(key.into(), options),
+            waits: None,
+            state: LockState::new(key.into().into_bytes(), options, false),
         }
+    }
+
+    /// Waits for a busy lock in the server's FIFO queue
+    /// ([`Options::wait_in_server`]), each wait on a connection of its own
+    /// from `waits`, so that `C` stays free for everything else.
+    pub fn with_wait_connections(mut self, waits: WaitConnections) -> Self {
+        self.waits = Some(waits);
+        self.state.can_wait = true;
+        self
     }
 
     /// New + [`lock`](Self::lock): the locker holding the lock, or
@@ -153,7 +286,7 @@ where
 
     /// Obtains or renews the lock: see [`Locker::lock`](crate::Locker::lock).
     pub async fn lock(&mut self) -> Result<bool> {
-        self.run(None).await
+        drive(&mut self.conn, self.waits.as_ref(), &mut self.state, None).await
     }
 
     /// Like [`lock`](Self::lock), but `cancel` ends it at once with
@@ -172,47 +305,13 @@ where
     /// # Ok(()) }
     /// ```
     pub async fn lock_with_context(&mut self, cancel: &CancelHandle) -> Result<bool> {
-        self.run(Some(cancel)).await
-    }
-
-    /// The async driver of the shared [`LockOp`].
-    async fn run(&mut self, cancel: Option<&CancelHandle>) -> Result<bool> {
-        let mut pending = PendingRelease {
-            conn: self.conn.clone(),
-            release: None,
-        };
-        let (mut op, mut action) = LockOp::start(&mut self.state, Instant::now());
-        loop {
-            action = match action {
-                Action::Send { cmd, .. } => {
-                    pending.release = op.unsettled_token().map(|t| self.state.release_cmd(t));
-                    let request = self.conn.req_packed_command(&cmd);
-                    let reply = match cancel {
-                        None => request.await,
-                        Some(c) => match race(request, c.cancelled()).await {
-                            Either::Left(reply) => reply,
-                            // `pending` releases what the request may grant.
-                            Either::Right(()) => return Err(Error::Cancelled),
-                        },
-                    };
-                    pending.release = None;
-                    op.on_reply(&mut self.state, reply, Instant::now())
-                }
-                Action::Sleep(d) => {
-                    let sleep = tokio::time::sleep(d);
-                    match cancel {
-                        None => sleep.await,
-                        Some(c) => {
-                            if let Either::Right(()) = race(sleep, c.cancelled()).await {
-                                return Err(Error::Cancelled);
-                            }
-                        }
-                    }
-                    op.on_slept(&mut self.state)
-                }
-                Action::Done(result) => return result,
-            }
-        }
+        drive(
+            &mut self.conn,
+            self.waits.as_ref(),
+            &mut self.state,
+            Some(cancel),
+        )
+        .await
     }
 
     /// Releases the lock if it is still ours: see
@@ -228,11 +327,8 @@ where
     /// The remaining time to live of our lock, asked from the server: see
     /// [`Locker::ttl`](crate::Locker::ttl).
     pub async fn ttl(&mut self) -> Result<Option<Duration>> {
-        match &self.state.hold {
-            Some(hold) => {
-                let cmd = self.state.check_cmd(&hold.token);
-                commands::ttl_result(self.conn.req_packed_command(&cmd).await)
-            }
+        match self.state.check_cmd() {
+            Some(cmd) => commands::ttl_result(self.conn.req_packed_command(&cmd).await),
             None => Ok(None),
         }
     }
@@ -262,11 +358,9 @@ where
 
     /// Like [`guard`](Self::guard), plus a watchdog: a task renewing the
     /// lock every third of [`Options::lock_timeout`] over a clone of the
-    /// connection, aborted when the guard is dropped or unlocked, and
-    /// reporting a loss through [`AsyncLockGuard::loss_signal`].
-    ///
-    /// Renewals share the connection: do not let lockers that wait in the
-    /// server block it.
+    /// connection (`LOCK.EXTEND`, which never re-creates a lapsed lock),
+    /// aborted when the guard is dropped or unlocked, and reporting a loss
+    /// through [`AsyncLockGuard::loss_signal`] (see [`LossSignal`] for when).
     ///
     /// ```no_run
     /// # async fn run(conn: redis::aio::MultiplexedConnection) -> Result<(), redis_fenced_lock::Error> {
@@ -288,40 +382,18 @@ where
     }
 }
 
+/// The accessors shared with [`Locker`](crate::Locker):
+/// [`fence`](LockState::fence), [`token`](LockState::token),
+/// [`is_locked`](LockState::is_locked), [`key`](LockState::key), …
+impl<C> Deref for AsyncLocker<C> {
+    type Target = LockState;
+
+    fn deref(&self) -> &LockState {
+        &self.state
+    }
+}
+
 impl<C> AsyncLocker<C> {
-    /// Whether this locker holds a lock, by its own record: see
-    /// [`Locker::is_locked`](crate::Locker::is_locked).
-    pub fn is_locked(&self) -> bool {
-        self.state.hold.is_some()
-    }
-
-    /// The fencing token of the current hold: see
-    /// [`Locker::fence`](crate::Locker::fence).
-    pub fn fence(&self) -> Option<u64> {
-        self.state.hold.as_ref().map(|h| h.fence)
-    }
-
-    /// The token of the current hold.
-    pub fn token(&self) -> Option<&str> {
-        self.state.hold.as_ref().map(|h| h.token.as_str())
-    }
-
-    /// The locked key.
-    pub fn key(&self) -> &str {
-        &self.state.key
-    }
-
-    /// The options, normalised.
-    pub fn options(&self) -> &Options {
-        &self.state.options
-    }
-
-    /// Whether the server supports server-side waiting, as learnt by this
-    /// locker: `None` until it has tried.
-    pub fn server_wait_supported(&self) -> Option<bool> {
-        self.state.wait_supported
-    }
-
     /// The connection.
     pub fn get_ref(&self) -> &C {
         &self.conn
@@ -338,48 +410,69 @@ impl<C> AsyncLocker<C> {
     }
 }
 
-/// A watchdog task and its loss signal.
-struct AsyncWatchdog {
+/// A watchdog task, the task running its loss signal's timer, and the
+/// signal.
+pub(crate) struct AsyncWatchdog {
     task: JoinHandle<()>,
+    timer: JoinHandle<()>,
     signal: LossSignal,
 }
 
 impl AsyncWatchdog {
-    fn spawn<C>(mut conn: C, plan: RenewPlan, signal: LossSignal) -> Self
+    pub(crate) fn spawn<C>(mut conn: C, plan: RenewPlan) -> Self
     where
         C: ConnectionLike + Send + 'static,
     {
-        let task_signal = signal.clone();
+        let signal = plan.signal();
+        let mut renewer = Renewer::new(plan, signal.clone());
+        let report = PanicReport(signal.clone());
         let task = tokio::spawn(async move {
-            let interval = renew_interval(plan.ttl);
-            let mut last_renewed = Instant::now();
+            let _report = report;
+            let mut step = renewer.start();
             loop {
-                tokio::time::sleep(interval).await;
-                let reply = conn.req_packed_command(&plan.renew).await;
-                let now = Instant::now();
-                match judge(reply, plan.fence, last_renewed, plan.ttl, now) {
-                    Verdict::Renewed => last_renewed = now,
-                    Verdict::Retry => {}
-                    Verdict::Lost {
-                        reason,
-                        release_stray,
-                    } => {
-                        if release_stray {
-                            let _ = conn.req_packed_command(&plan.release).await;
-                        }
-                        task_signal.set(reason);
-                        return;
+                step = match step {
+                    Step::Sleep(d) => {
+                        tokio::time::sleep(d).await;
+                        renewer.on_slept(Instant::now())
                     }
+                    Step::Send(cmd) => {
+                        let reply = conn.req_packed_command(&cmd).await;
+                        renewer.on_reply(reply, Instant::now())
+                    }
+                    Step::Stop => return,
                 }
             }
         });
-        AsyncWatchdog { task, signal }
+        let timer_signal = signal.clone();
+        let timer = tokio::spawn(async move {
+            // `deadline()` reports the loss once it has passed.
+            while let Some(d) = timer_signal.deadline() {
+                tokio::time::sleep_until(d.into()).await;
+            }
+        });
+        AsyncWatchdog {
+            task,
+            timer,
+            signal,
+        }
     }
 
-    /// Aborts the task and waits until it has ended.
-    async fn stop(self) {
+    pub(crate) fn signal(&self) -> &LossSignal {
+        &self.signal
+    }
+
+    /// Stops both tasks at once; the renewal task's handle, to order a
+    /// release after it.
+    pub(crate) fn abort(self) -> JoinHandle<()> {
+        self.signal.close();
+        self.timer.abort();
         self.task.abort();
-        let _ = self.task.await;
+        self.task
+    }
+
+    /// Aborts the tasks and waits until the renewal task has ended.
+    pub(crate) async fn stop(self) {
+        let _ = self.abort().await;
     }
 }
 
@@ -428,40 +521,32 @@ where
             watchdog: None,
         };
         if watchdog {
-            guard.start_watchdog(LossSignal::new());
+            guard.start_watchdog();
         }
         guard
     }
 
-    fn start_watchdog(&mut self, signal: LossSignal) {
+    fn start_watchdog(&mut self) {
         if let Some(hold) = &self.locker.state.hold {
             let plan = RenewPlan::new(&self.locker.state, hold);
             let conn = self.locker.conn.clone();
-            self.watchdog = Some(AsyncWatchdog::spawn(conn, plan, signal));
+            self.watchdog = Some(AsyncWatchdog::spawn(conn, plan));
         }
     }
 
     /// Renews the lock now: see [`LockGuard::lock`](crate::LockGuard::lock).
+    /// The watchdog keeps running meanwhile, so a cancelled call leaves the
+    /// hold watched.
     pub async fn lock(&mut self) -> Result<bool> {
-        let Some(watchdog) = self.watchdog.take() else {
-            return self.locker.lock().await;
-        };
-        let before: Option<Hold> = self.locker.state.hold.clone();
-        let signal = watchdog.signal.clone();
-        watchdog.stop().await;
+        let before = self.locker.state.hold.clone();
         let result = self.locker.lock().await;
-        let signal = if self.locker.state.hold == before {
-            signal
-        } else {
-            signal.set(if self.locker.state.hold.is_some() {
-                LossReason::Expired
-            } else {
-                LossReason::HeldByOther
-            });
-            LossSignal::new()
+        let replace = match &self.watchdog {
+            Some(w) => follow_relock(before.as_ref(), &self.locker.state, w.signal()),
+            None => false,
         };
-        if !signal.is_lost() {
-            self.start_watchdog(signal);
+        if let Some(old) = self.watchdog.take_if(|_| replace) {
+            old.abort();
+            self.start_watchdog();
         }
         result
     }
@@ -513,10 +598,7 @@ where
     C: ConnectionLike + Clone + Send + 'static,
 {
     fn drop(&mut self) {
-        let watchdog = self.watchdog.take().map(|w| {
-            w.task.abort();
-            w.task
-        });
+        let watchdog = self.watchdog.take().map(AsyncWatchdog::abort);
         if let Some(cmd) = self.locker.state.take_unlock_cmd() {
             // After the watchdog task has ended, so no renewal follows it.
             spawn_send(self.locker.conn.clone(), cmd, watchdog);

@@ -1,5 +1,5 @@
-//! The module's three commands, built once for both drivers, and the parsing
-//! of their replies.
+//! The module's commands, built once for both drivers, and the parsing of
+//! their replies. Keys, tokens and metadata are bytes: all binary-safe.
 
 use std::time::Duration;
 
@@ -7,27 +7,50 @@ use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
 
 use crate::error::{Error, Result};
 
-/// `LOCK.ACQUIRE key token ms [WAIT wait_ms]`.
-pub(crate) fn acquire(key: &str, token: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Cmd {
+/// `LOCK.ACQUIRE key token ms [META meta] [WAIT wait_ms]`.
+pub(crate) fn acquire(
+    key: &[u8],
+    token: &[u8],
+    ttl_ms: u64,
+    meta: Option<&[u8]>,
+    wait_ms: Option<u64>,
+) -> Cmd {
     let mut cmd = redis::cmd("LOCK.ACQUIRE");
     cmd.arg(key).arg(token).arg(ttl_ms);
+    if let Some(m) = meta {
+        cmd.arg("META").arg(m);
+    }
     if let Some(w) = wait_ms {
         cmd.arg("WAIT").arg(w);
     }
     cmd
 }
 
+/// `LOCK.EXTEND key token ms`: renews only a lock `token` still holds.
+pub(crate) fn extend(key: &[u8], token: &[u8], ttl_ms: u64) -> Cmd {
+    let mut cmd = redis::cmd("LOCK.EXTEND");
+    cmd.arg(key).arg(token).arg(ttl_ms);
+    cmd
+}
+
 /// `LOCK.RELEASE key token`.
-pub(crate) fn release(key: &str, token: &str) -> Cmd {
+pub(crate) fn release(key: &[u8], token: &[u8]) -> Cmd {
     let mut cmd = redis::cmd("LOCK.RELEASE");
     cmd.arg(key).arg(token);
     cmd
 }
 
 /// `LOCK.CHECK key token`.
-pub(crate) fn check(key: &str, token: &str) -> Cmd {
+pub(crate) fn check(key: &[u8], token: &[u8]) -> Cmd {
     let mut cmd = redis::cmd("LOCK.CHECK");
     cmd.arg(key).arg(token);
+    cmd
+}
+
+/// `LOCK.INFO key`.
+pub(crate) fn info(key: &[u8]) -> Cmd {
+    let mut cmd = redis::cmd("LOCK.INFO");
+    cmd.arg(key);
     cmd
 }
 
@@ -39,9 +62,9 @@ fn unexpected(command: &'static str, v: &Value) -> RedisError {
     ))
 }
 
-/// The reply to `LOCK.ACQUIRE`: `Some(fence)` when we hold the lock, `None`
-/// when someone else does.
-pub(crate) fn parse_acquire(v: Value) -> RedisResult<Option<u64>> {
+/// The reply to `LOCK.ACQUIRE` or `LOCK.EXTEND`: `Some(fence)` when we hold
+/// the lock, `None` when we do not.
+pub(crate) fn parse_fence(v: Value) -> RedisResult<Option<u64>> {
     match v {
         Value::Int(n) if n >= 1 => Ok(Some(n as u64)),
         Value::Nil => Ok(None),
@@ -70,6 +93,31 @@ pub(crate) fn parse_check(v: Value) -> RedisResult<Option<Duration>> {
         Value::ServerError(e) => Err(e.into()),
         other => Err(unexpected("LOCK.CHECK", &other)),
     }
+}
+
+/// Whether `LOCK.INFO` says the key exists (someone holds it).
+pub(crate) fn parse_info_held(v: Value) -> RedisResult<bool> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => {
+            let mut it = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        Value::ServerError(e) => return Err(e.into()),
+        other => return Err(unexpected("LOCK.INFO", &other)),
+    };
+    for (k, v) in pairs {
+        let is_held = matches!(&k, Value::BulkString(b) if b == b"held")
+            || matches!(&k, Value::SimpleString(s) if s == "held");
+        if is_held {
+            return Ok(matches!(v, Value::Int(1)));
+        }
+    }
+    Err(unexpected("LOCK.INFO", &Value::Nil))
 }
 
 /// `unlock()`'s result from the reply to `LOCK.RELEASE`.
@@ -103,22 +151,36 @@ mod tests {
     #[test]
     fn builds_commands() {
         assert_eq!(
-            args(&acquire("k", "t", 5000, None)),
+            args(&acquire(b"k", b"t", 5000, None, None)),
             ["LOCK.ACQUIRE", "k", "t", "5000"]
         );
         assert_eq!(
-            args(&acquire("k", "t", 5000, Some(250))),
-            ["LOCK.ACQUIRE", "k", "t", "5000", "WAIT", "250"]
+            args(&acquire(b"k", b"t", 5000, Some(b"h:1"), Some(250))),
+            [
+                "LOCK.ACQUIRE",
+                "k",
+                "t",
+                "5000",
+                "META",
+                "h:1",
+                "WAIT",
+                "250"
+            ]
         );
-        assert_eq!(args(&release("k", "t")), ["LOCK.RELEASE", "k", "t"]);
-        assert_eq!(args(&check("k", "t")), ["LOCK.CHECK", "k", "t"]);
+        assert_eq!(
+            args(&extend(b"k", b"t", 700)),
+            ["LOCK.EXTEND", "k", "t", "700"]
+        );
+        assert_eq!(args(&release(b"k", b"t")), ["LOCK.RELEASE", "k", "t"]);
+        assert_eq!(args(&check(b"k", b"t")), ["LOCK.CHECK", "k", "t"]);
+        assert_eq!(args(&info(b"k")), ["LOCK.INFO", "k"]);
     }
 
     #[test]
     fn parses_replies() {
-        assert_eq!(parse_acquire(Value::Int(7)).unwrap(), Some(7));
-        assert_eq!(parse_acquire(Value::Nil).unwrap(), None);
-        assert!(parse_acquire(Value::Okay).is_err());
+        assert_eq!(parse_fence(Value::Int(7)).unwrap(), Some(7));
+        assert_eq!(parse_fence(Value::Nil).unwrap(), None);
+        assert!(parse_fence(Value::Okay).is_err());
         assert!(parse_release(Value::Int(1)).unwrap());
         assert!(!parse_release(Value::Int(0)).unwrap());
         assert_eq!(
@@ -131,5 +193,16 @@ mod tests {
             unlock_result(Ok(Value::Int(0))),
             Err(Error::UnlockFailed)
         ));
+        let info = |held| {
+            Value::Array(vec![
+                Value::BulkString(b"held".to_vec()),
+                Value::Int(held),
+                Value::BulkString(b"ttl".to_vec()),
+                Value::Int(-2),
+            ])
+        };
+        assert!(parse_info_held(info(1)).unwrap());
+        assert!(!parse_info_held(info(0)).unwrap());
+        assert!(parse_info_held(Value::Int(3)).is_err());
     }
 }

@@ -1,10 +1,12 @@
 //! The locking logic, once, for both drivers: a sans-I/O state machine.
 //!
-//! A driver (sync in `sync.rs`, async in `aio.rs`) starts a [`LockOp`], then
-//! carries out each [`Action`] it asks for (send a command, sleep) and feeds
-//! the outcome back, until the op is done. The op updates the locker's
-//! [`LockState`] as it learns what the server holds.
+//! A driver (sync in `sync.rs`, async in `aio.rs` and `client.rs`) starts a
+//! [`LockOp`], then carries out each [`Action`] it asks for (send a command,
+//! sleep) and feeds the outcome back, until the op is done. The op updates
+//! the [`LockState`] as it learns what the server holds.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Cmd, RedisResult, Value};
@@ -12,51 +14,95 @@ use redis::{Cmd, RedisResult, Value};
 use crate::commands;
 use crate::error::{is_server_reply, is_wait_unsupported, Error, Result};
 use crate::options::{ceil_ms, Options};
+use crate::retry::{OptionsRetry, Retry};
 use crate::token::new_token;
 
 /// The hold a locker believes it has.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Hold {
-    pub(crate) token: String,
+    pub(crate) token: Vec<u8>,
     pub(crate) fence: u64,
+    /// When the command that last granted or renewed it was sent: the
+    /// server's deadline is at least this plus the time to live.
+    pub(crate) sent: Instant,
+}
+
+impl Hold {
+    /// The same hold (token and fence), renewed or not.
+    pub(crate) fn same(a: Option<&Hold>, b: Option<&Hold>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a.token == b.token && a.fence == b.fence,
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What a locker knows: its key, options, current hold, and whether its
-/// server supports server-side waiting.
-#[derive(Clone, Debug)]
-pub(crate) struct LockState {
-    pub(crate) key: String,
+/// server supports server-side waiting. Both lockers dereference to it, so
+/// its accessors ([`fence`](Self::fence), [`token`](Self::token), …) are
+/// theirs.
+#[derive(Clone)]
+pub struct LockState {
+    pub(crate) key: Vec<u8>,
     pub(crate) options: Options,
+    pub(crate) retry: Arc<dyn Retry>,
+    /// A caller-chosen token instead of random ones.
+    pub(crate) fixed_token: Option<Vec<u8>>,
+    /// Stored with the lock when it is granted (`META`).
+    pub(crate) meta: Option<Vec<u8>>,
     pub(crate) hold: Option<Hold>,
     /// `None` until a `WAIT` was tried.
     pub(crate) wait_supported: Option<bool>,
+    /// Whether the driver has a connection that a server-side wait may block.
+    pub(crate) can_wait: bool,
+}
+
+impl fmt::Debug for LockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token: whoever knows it can release the lock.
+        f.debug_struct("LockState")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("fence", &self.fence())
+            .field("options", &self.options)
+            .field("wait_supported", &self.wait_supported)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LockState {
-    pub(crate) fn new(key: String, options: Options) -> Self {
+    /// The state of a [`Locker`](crate::Locker) API locker: retries after `options`.
+    pub(crate) fn new(key: Vec<u8>, options: Options, can_wait: bool) -> Self {
+        let options = options.normalize();
         LockState {
             key,
-            options: options.normalize(),
+            retry: Arc::new(OptionsRetry::new(&options)),
+            options,
+            fixed_token: None,
+            meta: None,
             hold: None,
             wait_supported: None,
+            can_wait,
         }
     }
 
-    fn acquire_cmd(&self, token: &str, wait: Option<Duration>) -> Cmd {
+    fn acquire_cmd(&self, token: &[u8], wait: Option<Duration>) -> Cmd {
         commands::acquire(
             &self.key,
             token,
             self.options.lock_timeout_ms(),
+            self.meta.as_deref(),
             wait.map(ceil_ms),
         )
     }
 
-    pub(crate) fn release_cmd(&self, token: &str) -> Cmd {
+    pub(crate) fn release_cmd(&self, token: &[u8]) -> Cmd {
         commands::release(&self.key, token)
     }
 
-    pub(crate) fn check_cmd(&self, token: &str) -> Cmd {
-        commands::check(&self.key, token)
+    pub(crate) fn check_cmd(&self) -> Option<Cmd> {
+        let hold = self.hold.as_ref()?;
+        Some(commands::check(&self.key, &hold.token))
     }
 
     /// Starts `unlock()`: the command to send, if we hold a token at all.
@@ -66,10 +112,62 @@ impl LockState {
         Some(self.release_cmd(&hold.token))
     }
 
-    fn server_wait(&self) -> bool {
-        self.options.wait_in_server
-            && self.wait_supported != Some(false)
-            && self.options.retry_count > 0
+    fn next_token(&self) -> Vec<u8> {
+        match &self.fixed_token {
+            Some(t) => t.clone(),
+            None => new_token(&self.options.token_prefix).into_bytes(),
+        }
+    }
+
+    /// When to stop waiting in the server (`Some(None)`: never), or `None`
+    /// to poll instead.
+    fn server_wait_deadline(&self, now: Instant) -> Option<Option<Instant>> {
+        if !(self.can_wait && self.options.wait_in_server && self.wait_supported != Some(false)) {
+            return None;
+        }
+        match self.retry.budget() {
+            Some(b) if b.is_zero() => None,
+            Some(b) => Some(now.checked_add(b)),
+            None => Some(None),
+        }
+    }
+
+    /// Whether this locker holds a lock, by its own record (bsm/redis-lock's
+    /// `IsLocked`): true after a successful `lock()` until `unlock()` or a
+    /// failed `lock()`. It does not ask the server; `ttl()` does.
+    pub fn is_locked(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// The fencing token of the current hold: it strictly increases with each
+    /// new holder of the key, and stays the same across renewals. Pass it to
+    /// the protected resource, which should reject a fence lower than one it
+    /// has seen.
+    pub fn fence(&self) -> Option<u64> {
+        self.hold.as_ref().map(|h| h.fence)
+    }
+
+    /// The token of the current hold (the prefix and 24 random characters).
+    pub fn token(&self) -> Option<&str> {
+        self.hold
+            .as_ref()
+            .and_then(|h| std::str::from_utf8(&h.token).ok())
+    }
+
+    /// The locked key.
+    pub fn key(&self) -> &str {
+        std::str::from_utf8(&self.key).unwrap_or_default()
+    }
+
+    /// The options, normalised.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Whether the server supports server-side waiting, as learnt by this
+    /// locker: `None` until it has tried.
+    pub fn server_wait_supported(&self) -> Option<bool> {
+        self.wait_supported
     }
 }
 
@@ -77,20 +175,32 @@ impl LockState {
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Send `cmd` and pass the reply to [`LockOp::on_reply`]. `blocking`:
-    /// the command waits in the server (`WAIT`), so it may take long.
-    Send { cmd: Cmd, blocking: bool },
+    /// the command waits in the server (`WAIT`) for at most `wait`.
+    Send {
+        cmd: Cmd,
+        blocking: Option<Duration>,
+    },
     /// Sleep this long (unless cancelled), then call [`LockOp::on_slept`].
     Sleep(Duration),
     /// The op is over; this is `lock()`'s result.
     Done(Result<bool>),
 }
 
+impl Action {
+    fn send(cmd: Cmd) -> Action {
+        Action::Send {
+            cmd,
+            blocking: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Mode {
     /// One try per command, `Sleep` between tries.
     Poll,
-    /// Waiting in the server's queue until `deadline`.
-    Wait { deadline: Instant },
+    /// Waiting in the server's queue until `deadline` (`None`: no end).
+    Wait { deadline: Option<Instant> },
 }
 
 // The tokens of in-flight commands are read by the async driver only.
@@ -100,25 +210,27 @@ enum Phase {
     /// `LOCK.ACQUIRE` with the held token in flight (renewal).
     Refreshing {
         fence: u64,
+        sent: Instant,
     },
     /// `LOCK.RELEASE` of a grant we will not keep in flight; then obtain afresh.
     DroppingStray {
-        token: String,
+        token: Vec<u8>,
     },
     /// `LOCK.ACQUIRE` with a new token in flight.
     Acquiring {
-        token: String,
+        token: Vec<u8>,
         retry: u32,
         mode: Mode,
+        sent: Instant,
     },
     /// Sleeping before retry number `retry`.
     Sleeping {
-        token: String,
+        token: Vec<u8>,
         retry: u32,
     },
     /// Best-effort `LOCK.RELEASE` in flight after a failure; then `result`.
     Finishing {
-        token: String,
+        token: Vec<u8>,
         result: Result<bool>,
     },
     Done,
@@ -137,11 +249,11 @@ impl LockOp {
         let action = match &state.hold {
             Some(hold) => {
                 let cmd = state.acquire_cmd(&hold.token, None);
-                op.phase = Phase::Refreshing { fence: hold.fence };
-                Action::Send {
-                    cmd,
-                    blocking: false,
-                }
+                op.phase = Phase::Refreshing {
+                    fence: hold.fence,
+                    sent: now,
+                };
+                Action::send(cmd)
             }
             None => op.obtain(state, now),
         };
@@ -152,7 +264,7 @@ impl LockOp {
     /// not record it: when the op is abandoned (cancelled, future dropped)
     /// with a command in flight, the driver must release this token.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn unsettled_token(&self) -> Option<&str> {
+    pub(crate) fn unsettled_token(&self) -> Option<&[u8]> {
         match &self.phase {
             Phase::DroppingStray { token }
             | Phase::Acquiring { token, .. }
@@ -164,57 +276,50 @@ impl LockOp {
     /// Obtains afresh with a new token (bsm/redis-lock's `create`).
     fn obtain(&mut self, state: &mut LockState, now: Instant) -> Action {
         state.hold = None;
-        let token = new_token(&state.options.token_prefix);
-        if state.server_wait() {
-            let deadline = now + state.options.retry_budget();
-            self.wait_slice(state, token, deadline, now)
-        } else {
-            self.try_once(state, token, 0)
+        let token = state.next_token();
+        match state.server_wait_deadline(now) {
+            Some(deadline) => self.wait_slice(state, token, deadline, now),
+            None => self.try_once(state, token, 0, now),
         }
     }
 
-    fn try_once(&mut self, state: &LockState, token: String, retry: u32) -> Action {
+    fn try_once(&mut self, state: &LockState, token: Vec<u8>, retry: u32, now: Instant) -> Action {
         let cmd = state.acquire_cmd(&token, None);
         self.phase = Phase::Acquiring {
             token,
             retry,
             mode: Mode::Poll,
+            sent: now,
         };
-        Action::Send {
-            cmd,
-            blocking: false,
-        }
+        Action::send(cmd)
     }
 
     fn wait_slice(
         &mut self,
         state: &LockState,
-        token: String,
-        deadline: Instant,
+        token: Vec<u8>,
+        deadline: Option<Instant>,
         now: Instant,
     ) -> Action {
-        let slice = deadline
-            .saturating_duration_since(now)
-            .min(state.options.server_wait_slice);
+        let slice = state.options.server_wait_slice;
+        let slice = deadline.map_or(slice, |d| d.saturating_duration_since(now).min(slice));
         let cmd = state.acquire_cmd(&token, Some(slice));
         self.phase = Phase::Acquiring {
             token,
             retry: 0,
             mode: Mode::Wait { deadline },
+            sent: now,
         };
         Action::Send {
             cmd,
-            blocking: true,
+            blocking: Some(slice),
         }
     }
 
-    fn finish(&mut self, state: &LockState, token: String, result: Result<bool>) -> Action {
+    fn finish(&mut self, state: &LockState, token: Vec<u8>, result: Result<bool>) -> Action {
         let cmd = state.release_cmd(&token);
         self.phase = Phase::Finishing { token, result };
-        Action::Send {
-            cmd,
-            blocking: false,
-        }
+        Action::send(cmd)
     }
 
     /// Feeds the reply to the command of the last [`Action::Send`].
@@ -225,8 +330,13 @@ impl LockOp {
         now: Instant,
     ) -> Action {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Refreshing { fence } => match reply.and_then(commands::parse_acquire) {
-                Ok(Some(f)) if f == fence => Action::Done(Ok(true)),
+            Phase::Refreshing { fence, sent } => match reply.and_then(commands::parse_fence) {
+                Ok(Some(f)) if f == fence => {
+                    if let Some(hold) = &mut state.hold {
+                        hold.sent = sent;
+                    }
+                    Action::Done(Ok(true))
+                }
                 Ok(Some(_)) => {
                     // The lock had lapsed and was granted to our token anew,
                     // with a new fence: our hold was lost in between. Like
@@ -234,10 +344,7 @@ impl LockOp {
                     let token = state.hold.take().map(|h| h.token).unwrap_or_default();
                     let cmd = state.release_cmd(&token);
                     self.phase = Phase::DroppingStray { token };
-                    Action::Send {
-                        cmd,
-                        blocking: false,
-                    }
+                    Action::send(cmd)
                 }
                 Ok(None) => self.obtain(state, now),
                 // Like bsm/redis-lock: report the error, keep the hold.
@@ -247,42 +354,45 @@ impl LockOp {
                 Err(e) if !is_server_reply(&e) => Action::Done(Err(e.into())),
                 _ => self.obtain(state, now),
             },
-            Phase::Acquiring { token, retry, mode } => {
+            Phase::Acquiring {
+                token,
+                retry,
+                mode,
+                sent,
+            } => {
                 let waited = matches!(mode, Mode::Wait { .. });
-                match reply.and_then(commands::parse_acquire) {
+                match reply.and_then(commands::parse_fence) {
                     Ok(granted) => {
                         if waited {
                             state.wait_supported = Some(true);
                         }
                         match granted {
                             Some(fence) => {
-                                state.hold = Some(Hold { token, fence });
+                                state.hold = Some(Hold { token, fence, sent });
                                 Action::Done(Ok(true))
                             }
                             None => match mode {
-                                Mode::Wait { deadline } if now < deadline => {
+                                Mode::Wait { deadline } if deadline.is_none_or(|d| now < d) => {
                                     self.wait_slice(state, token, deadline, now)
                                 }
                                 Mode::Wait { .. } => Action::Done(Ok(false)),
-                                Mode::Poll if retry < state.options.retry_count => {
-                                    let delay = state
-                                        .options
-                                        .retry_strategy
-                                        .delay(state.options.retry_delay, retry);
-                                    self.phase = Phase::Sleeping {
-                                        token,
-                                        retry: retry + 1,
-                                    };
-                                    Action::Sleep(delay)
-                                }
-                                Mode::Poll => Action::Done(Ok(false)),
+                                Mode::Poll => match state.retry.delay(retry) {
+                                    Some(delay) => {
+                                        self.phase = Phase::Sleeping {
+                                            token,
+                                            retry: retry + 1,
+                                        };
+                                        Action::Sleep(delay)
+                                    }
+                                    None => Action::Done(Ok(false)),
+                                },
                             },
                         }
                     }
                     Err(e) if waited && is_wait_unsupported(&e) => {
                         // A server from before server-side waiting: poll.
                         state.wait_supported = Some(false);
-                        self.try_once(state, token, 0)
+                        self.try_once(state, token, 0, now)
                     }
                     // The server refused the command: nothing was granted.
                     Err(e) if is_server_reply(&e) => Action::Done(Err(e.into())),
@@ -302,9 +412,9 @@ impl LockOp {
     }
 
     /// Continues after an [`Action::Sleep`].
-    pub(crate) fn on_slept(&mut self, state: &mut LockState) -> Action {
+    pub(crate) fn on_slept(&mut self, state: &mut LockState, now: Instant) -> Action {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Sleeping { token, retry } => self.try_once(state, token, retry),
+            Phase::Sleeping { token, retry } => self.try_once(state, token, retry, now),
             phase => {
                 self.phase = phase;
                 Action::Done(Err(Error::Redis(redis::RedisError::from((
@@ -323,14 +433,21 @@ mod tests {
 
     fn state(retry_count: u32) -> LockState {
         LockState::new(
-            "k".into(),
+            b"k".to_vec(),
             Options {
                 retry_count,
                 retry_delay: Duration::from_millis(10),
                 lock_timeout: Duration::from_millis(1000),
                 ..Options::default()
             },
+            true,
         )
+    }
+
+    fn fence_of(s: &LockState) -> Option<(String, u64)> {
+        s.hold
+            .as_ref()
+            .map(|h| (String::from_utf8_lossy(&h.token).into_owned(), h.fence))
     }
 
     fn cmd_args(a: &Action) -> Vec<String> {
@@ -365,10 +482,10 @@ mod tests {
         assert_eq!(args[3], "1000");
         assert_eq!(args.len(), 4, "no WAIT without retries");
         let token = args[2].clone();
-        assert_eq!(op.unsettled_token(), Some(token.as_str()));
+        assert_eq!(op.unsettled_token(), Some(token.as_bytes()));
         let a = op.on_reply(&mut s, Ok(Value::Int(3)), now);
         assert!(matches!(a, Action::Done(Ok(true))));
-        assert_eq!(s.hold, Some(Hold { token, fence: 3 }));
+        assert_eq!(fence_of(&s), Some((token, 3)));
         assert_eq!(op.unsettled_token(), None);
     }
 
@@ -387,7 +504,7 @@ mod tests {
                     assert_eq!(d, Duration::from_millis(10));
                     sleeps += 1;
                     assert_eq!(op.unsettled_token(), None);
-                    let send = op.on_slept(&mut s);
+                    let send = op.on_slept(&mut s, now);
                     assert_eq!(cmd_args(&send).len(), 4);
                     a = op.on_reply(&mut s, Ok(Value::Nil), now);
                 }
@@ -399,7 +516,7 @@ mod tests {
             }
         }
         assert_eq!(sleeps, 2);
-        assert_eq!(s.hold, None);
+        assert!(s.hold.is_none());
     }
 
     #[test]
@@ -426,7 +543,7 @@ mod tests {
         assert_eq!(s.wait_supported, Some(false));
         let a = op.on_reply(&mut s, Ok(Value::Nil), now);
         assert!(matches!(a, Action::Sleep(_)));
-        let a = op.on_slept(&mut s);
+        let a = op.on_slept(&mut s, now);
         assert_eq!(cmd_args(&a).len(), 4);
         assert!(matches!(
             op.on_reply(&mut s, Ok(Value::Int(1)), now),
@@ -443,8 +560,9 @@ mod tests {
         let now = Instant::now();
         let mut s = state(0);
         s.hold = Some(Hold {
-            token: "tok".into(),
+            token: b"tok".to_vec(),
             fence: 5,
+            sent: now,
         });
         let (mut op, a) = LockOp::start(&mut s, now);
         assert_eq!(cmd_args(&a)[2], "tok");
@@ -459,7 +577,7 @@ mod tests {
         let (mut op, _) = LockOp::start(&mut s, now);
         let a = op.on_reply(&mut s, Ok(Value::Int(9)), now);
         assert_eq!(cmd_args(&a), ["LOCK.RELEASE", "k", "tok"]);
-        assert_eq!(s.hold, None);
+        assert!(s.hold.is_none());
         let a = op.on_reply(&mut s, Ok(Value::Int(1)), now);
         let args = cmd_args(&a);
         assert_eq!(args[0], "LOCK.ACQUIRE");
@@ -474,7 +592,7 @@ mod tests {
         let (mut op, _) = LockOp::start(&mut s, now);
         let a = op.on_reply(&mut s, Ok(Value::Nil), now);
         assert_eq!(cmd_args(&a)[0], "LOCK.ACQUIRE");
-        assert_eq!(s.hold, None);
+        assert!(s.hold.is_none());
         assert!(matches!(
             op.on_reply(&mut s, Ok(Value::Nil), now),
             Action::Done(Ok(false))
@@ -487,8 +605,9 @@ mod tests {
         // A refresh error keeps the hold.
         let mut s = state(0);
         s.hold = Some(Hold {
-            token: "tok".into(),
+            token: b"tok".to_vec(),
             fence: 5,
+            sent: now,
         });
         let (mut op, _) = LockOp::start(&mut s, now);
         assert!(matches!(
@@ -515,11 +634,11 @@ mod tests {
         let token = cmd_args(&a)[2].clone();
         let a = op.on_reply(&mut s, io_err(), now);
         assert_eq!(cmd_args(&a), ["LOCK.RELEASE", "k", token.as_str()]);
-        assert_eq!(op.unsettled_token(), Some(token.as_str()));
+        assert_eq!(op.unsettled_token(), Some(token.as_bytes()));
         assert!(matches!(
             op.on_reply(&mut s, Ok(Value::Int(0)), now),
             Action::Done(Err(Error::Redis(_)))
         ));
-        assert_eq!(s.hold, None);
+        assert!(s.hold.is_none());
     }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use redis::ConnectionLike;
 
-use crate::core::Hold;
 use crate::error::Result;
+use crate::loss::{LossReason, LossSignal};
 use crate::sync::Locker;
-use crate::watchdog::{LossReason, LossSignal, RenewPlan, Watchdog, WatchdogConn};
+use crate::watchdog::{follow_relock, RenewPlan, Watchdog, WatchdogConn};
 
 /// Holds a [`Locker`]'s lock and releases it when dropped; optionally with a
 /// watchdog that keeps it alive meanwhile. Made by [`Locker::guard`] and
@@ -20,8 +20,8 @@ use crate::watchdog::{LossReason, LossSignal, RenewPlan, Watchdog, WatchdogConn}
 ///
 /// The watchdog never outlives the guard: dropping or unlocking the guard
 /// stops the watchdog thread and waits for it before releasing the lock.
-/// If the lock is lost anyway (someone deleted it, a pause outlasted the time
-/// to live, the server was unreachable for a whole lock timeout), the
+/// If the lock is lost anyway (someone deleted or took it), or may be about
+/// to be (no renewal acknowledged in time: see [`LossSignal`]), the
 /// watchdog stops and reports it: [`is_lost`](Self::is_lost),
 /// [`loss_signal`](Self::loss_signal).
 ///
@@ -63,45 +63,35 @@ impl<'a, C: ConnectionLike> LockGuard<'a, C> {
             watchdog: None,
         };
         if let Some(conn) = watchdog_conn {
-            guard.start_watchdog(conn, LossSignal::new());
+            guard.start_watchdog(conn);
         }
         guard
     }
 
-    fn start_watchdog(&mut self, conn: WatchdogConn, signal: LossSignal) {
+    fn start_watchdog(&mut self, conn: WatchdogConn) {
         if let Some(hold) = &self.locker.state.hold {
             let plan = RenewPlan::new(&self.locker.state, hold);
-            self.watchdog = Some(Watchdog::spawn(conn, plan, signal));
+            self.watchdog = Some(Watchdog::spawn(conn, plan));
         }
     }
 
     /// Renews the lock now, as [`Locker::lock`] does (and like it, obtains
-    /// it afresh if it was lost). With a watchdog: the watchdog is paused
-    /// meanwhile, and goes on renewing the new hold; if the hold changed
-    /// (lost, then obtained afresh or not), the old loss signal reports
-    /// the loss and a new one is made.
+    /// it afresh if it was lost). The watchdog keeps watching meanwhile; if
+    /// the hold changed (lost, then obtained afresh or not), the old loss
+    /// signal reports the loss and the new hold is watched with a new one.
     pub fn lock(&mut self) -> Result<bool> {
-        let Some(watchdog) = self.watchdog.take() else {
-            return self.locker.lock();
-        };
-        let before: Option<Hold> = self.locker.state.hold.clone();
-        let signal = watchdog.signal().clone();
-        let conn = watchdog.stop();
+        let before = self.locker.state.hold.clone();
         let result = self.locker.lock();
-        let after = &self.locker.state.hold;
-        let signal = if *after == before {
-            signal
-        } else {
-            signal.set(if after.is_some() {
-                LossReason::Expired
-            } else {
-                LossReason::HeldByOther
-            });
-            LossSignal::new()
+        let replace = match &self.watchdog {
+            Some(w) => follow_relock(before.as_ref(), &self.locker.state, w.signal()),
+            None => false,
         };
-        if let Some(conn) = conn {
-            if !signal.is_lost() {
-                self.start_watchdog(conn, signal);
+        if let Some(old) = self.watchdog.take_if(|_| replace) {
+            let signal = old.signal().clone();
+            match old.stop() {
+                Some(conn) => self.start_watchdog(conn),
+                // Its thread panicked: keep reporting that, never go unwatched.
+                None => self.watchdog = Some(Watchdog::failed(signal)),
             }
         }
         result

@@ -50,23 +50,30 @@ mod commands;
 mod core;
 mod error;
 mod guard;
+mod loss;
 mod options;
+pub mod retry;
 mod signal;
 mod sync;
 mod token;
+#[cfg(feature = "tokio")]
+mod wait_conn;
 mod watchdog;
 
 #[cfg(feature = "tokio")]
 pub use aio::{AsyncLockGuard, AsyncLocker};
 pub use cancel::CancelHandle;
+pub use core::LockState;
 pub use error::{Error, Result};
 pub use guard::LockGuard;
+pub use loss::{loss_margin, LossReason, LossSignal};
 pub use options::{
     Options, RetryStrategy, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRY_DELAY, DEFAULT_SERVER_WAIT_SLICE,
 };
 pub use sync::Locker;
 pub use token::{new_token, TOKEN_LEN};
-pub use watchdog::{LossReason, LossSignal};
+#[cfg(feature = "tokio")]
+pub use wait_conn::WaitConnections;
 
 /// The code blocks of this crate's README (its front page) compile as
 /// doctests, so that the documented examples cannot rot.

@@ -1,5 +1,6 @@
 //! The blocking locker, over any redis-rs connection.
 
+use std::ops::Deref;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,7 @@ impl<C: ConnectionLike> Locker<C> {
     pub fn new(conn: C, key: impl Into<String>, options: Options) -> Self {
         Locker {
             conn,
-            state: LockState::new(key.into(), options),
+            state: LockState::new(key.into().into_bytes(), options, true),
         }
     }
 
@@ -145,7 +146,7 @@ impl<C: ConnectionLike> Locker<C> {
             action = match action {
                 Action::Send { cmd, blocking } => {
                     // Before a wait in the server (no grant is pending then).
-                    if blocking && cancel.is_some_and(CancelHandle::is_cancelled) {
+                    if blocking.is_some() && cancel.is_some_and(CancelHandle::is_cancelled) {
                         return Err(Error::Cancelled);
                     }
                     let reply = self.conn.req_command(&cmd);
@@ -160,7 +161,7 @@ impl<C: ConnectionLike> Locker<C> {
                         }
                         None => thread::sleep(d),
                     }
-                    op.on_slept(&mut self.state)
+                    op.on_slept(&mut self.state, Instant::now())
                 }
                 Action::Done(result) => return result,
             }
@@ -183,11 +184,8 @@ impl<C: ConnectionLike> Locker<C> {
     /// expired, taken). `Duration::MAX` for a lock that someone made
     /// persistent. Does not change the local state.
     pub fn ttl(&mut self) -> Result<Option<Duration>> {
-        match &self.state.hold {
-            Some(hold) => {
-                let cmd = self.state.check_cmd(&hold.token);
-                commands::ttl_result(self.conn.req_command(&cmd))
-            }
+        match self.state.check_cmd() {
+            Some(cmd) => commands::ttl_result(self.conn.req_command(&cmd)),
             None => Ok(None),
         }
     }
@@ -251,43 +249,18 @@ impl<C: ConnectionLike> Locker<C> {
     }
 }
 
+/// The accessors shared with [`AsyncLocker`](crate::AsyncLocker):
+/// [`fence`](LockState::fence), [`token`](LockState::token),
+/// [`is_locked`](LockState::is_locked), [`key`](LockState::key), …
+impl<C> Deref for Locker<C> {
+    type Target = LockState;
+
+    fn deref(&self) -> &LockState {
+        &self.state
+    }
+}
+
 impl<C> Locker<C> {
-    /// Whether this locker holds a lock, by its own record (bsm/redis-lock's
-    /// `IsLocked`): true after a successful `lock()` until `unlock()` or a
-    /// failed `lock()`. It does not ask the server; [`ttl`](Locker::ttl) does.
-    pub fn is_locked(&self) -> bool {
-        self.state.hold.is_some()
-    }
-
-    /// The fencing token of the current hold: it strictly increases with each
-    /// new holder of the key, and stays the same across renewals. Pass it to
-    /// the protected resource, which should reject a fence lower than one it
-    /// has seen.
-    pub fn fence(&self) -> Option<u64> {
-        self.state.hold.as_ref().map(|h| h.fence)
-    }
-
-    /// The token of the current hold (the prefix and 24 random characters).
-    pub fn token(&self) -> Option<&str> {
-        self.state.hold.as_ref().map(|h| h.token.as_str())
-    }
-
-    /// The locked key.
-    pub fn key(&self) -> &str {
-        &self.state.key
-    }
-
-    /// The options, normalised.
-    pub fn options(&self) -> &Options {
-        &self.state.options
-    }
-
-    /// Whether the server supports server-side waiting, as learnt by this
-    /// locker: `None` until it has tried.
-    pub fn server_wait_supported(&self) -> Option<bool> {
-        self.state.wait_supported
-    }
-
     /// The connection.
     pub fn get_ref(&self) -> &C {
         &self.conn

@@ -1,8 +1,9 @@
 //! Watchdog renewal: keeps a lock alive while its guard lives, and reports
-//! when it is lost. The verdict on each renewal is shared by the sync
-//! (thread) and async (task) watchdogs.
+//! when it is lost. [`Renewer`] is the logic, shared by the sync driver
+//! here (a thread) and the async one (`aio.rs`, a task); each driver runs
+//! the loss signal's timer beside it, so that a renewal stuck in flight
+//! cannot delay the report.
 
-use std::fmt;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -11,222 +12,258 @@ use redis::{Cmd, ConnectionLike, RedisResult, Value};
 
 use crate::commands;
 use crate::core::{Hold, LockState};
-use crate::signal::Signal;
-
-/// Why a watchdog reports its lock lost.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LossReason {
-    /// Someone else holds the lock now (a renewal was refused).
-    HeldByOther,
-    /// The lock had expired or been deleted before a renewal reached it.
-    Expired,
-    /// Renewals failed (connection errors) until a whole lock timeout had
-    /// passed since the last successful one; the last error.
-    Unreachable(String),
-}
-
-impl fmt::Display for LossReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LossReason::HeldByOther => f.write_str("the lock is held by someone else"),
-            LossReason::Expired => f.write_str("the lock expired or was deleted"),
-            LossReason::Unreachable(e) => write!(f, "the lock could not be renewed in time: {e}"),
-        }
-    }
-}
-
-/// Reports that a guarded lock was lost: a cheap, cloneable handle that
-/// other threads or tasks can poll, block on or await.
-///
-/// Get it from a guard with a watchdog
-/// ([`LockGuard::loss_signal`](crate::LockGuard::loss_signal)) and check it
-/// before each step of the protected work, or hand it to whatever should stop
-/// when the lock is gone.
-///
-/// ```no_run
-/// # fn main() -> Result<(), redis_fenced_lock::Error> {
-/// # let client = redis::Client::open("redis://127.0.0.1/")?;
-/// use redis_fenced_lock::{Locker, Options};
-///
-/// let mut locker = Locker::new(client.get_connection()?, "jobs.nightly", Options::default());
-/// let guard = locker.guard_with_watchdog(client.get_connection()?)?;
-/// let lost = guard.loss_signal().expect("a guard with a watchdog");
-/// for step in 0..100 {
-///     if let Some(reason) = lost.reason() {
-///         eprintln!("stopping at step {step}: {reason}");
-///         break;
-///     }
-///     // ... one step of work ...
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct LossSignal {
-    signal: Signal<LossReason>,
-}
-
-impl fmt::Debug for LossSignal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LossSignal")
-            .field("lost", &self.reason())
-            .finish()
-    }
-}
-
-impl LossSignal {
-    pub(crate) fn new() -> Self {
-        LossSignal {
-            signal: Signal::new(),
-        }
-    }
-
-    pub(crate) fn set(&self, reason: LossReason) {
-        self.signal.set(reason);
-    }
-
-    /// Whether the lock was lost.
-    pub fn is_lost(&self) -> bool {
-        self.signal.get().is_some()
-    }
-
-    /// Why the lock was lost, if it was.
-    pub fn reason(&self) -> Option<LossReason> {
-        self.signal.get()
-    }
-
-    /// Blocks until the lock is lost or `timeout` passes; the reason if lost.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<LossReason> {
-        self.signal.wait_until(Instant::now().checked_add(timeout))
-    }
-
-    /// Resolves when the lock is lost (never, if it is released normally).
-    /// Runtime-agnostic.
-    pub async fn lost(&self) -> LossReason {
-        self.signal.wait_async().await
-    }
-}
+use crate::loss::{loss_margin, LossReason, LossSignal};
 
 /// The renewal interval for a lock timeout: a third of it (at least 1 ms),
-/// so that two renewals can fail before the lock would expire.
+/// so that two renewals can fail before the loss is reported.
 pub(crate) fn renew_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(1))
-}
-
-/// What to do after one renewal.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Still ours: the TTL is reset.
-    Renewed,
-    /// Lost; `release_stray`: the renewal re-created the lock with a new
-    /// fence, which must be released.
-    Lost {
-        reason: LossReason,
-        release_stray: bool,
-    },
-    /// An error; try again at the next tick.
-    Retry,
-}
-
-/// Judges the reply to a renewal (`LOCK.ACQUIRE key token ttl`).
-pub(crate) fn judge(
-    reply: RedisResult<Value>,
-    fence: u64,
-    last_renewed: Instant,
-    ttl: Duration,
-    now: Instant,
-) -> Verdict {
-    match reply.and_then(commands::parse_acquire) {
-        Ok(Some(f)) if f == fence => Verdict::Renewed,
-        Ok(Some(_)) => Verdict::Lost {
-            reason: LossReason::Expired,
-            release_stray: true,
-        },
-        Ok(None) => Verdict::Lost {
-            reason: LossReason::HeldByOther,
-            release_stray: false,
-        },
-        Err(e) if now.duration_since(last_renewed) >= ttl => Verdict::Lost {
-            reason: LossReason::Unreachable(crate::Error::from(e).to_string()),
-            release_stray: false,
-        },
-        Err(_) => Verdict::Retry,
-    }
 }
 
 /// What a watchdog renews.
 #[derive(Clone, Debug)]
 pub(crate) struct RenewPlan {
-    pub(crate) renew: Cmd,
-    pub(crate) release: Cmd,
-    pub(crate) fence: u64,
-    pub(crate) ttl: Duration,
+    key: Vec<u8>,
+    token: Vec<u8>,
+    fence: u64,
+    ttl: Duration,
+    ttl_ms: u64,
+    /// When the hold was last granted or renewed (sent).
+    sent: Instant,
 }
 
 impl RenewPlan {
     pub(crate) fn new(state: &LockState, hold: &Hold) -> Self {
         RenewPlan {
-            renew: commands::acquire(
-                &state.key,
-                &hold.token,
-                state.options.lock_timeout_ms(),
-                None,
-            ),
-            release: state.release_cmd(&hold.token),
+            key: state.key.clone(),
+            token: hold.token.clone(),
             fence: hold.fence,
             ttl: state.options.lock_timeout,
+            ttl_ms: state.options.lock_timeout_ms(),
+            sent: hold.sent,
         }
     }
+
+    /// A fresh loss signal for this hold.
+    pub(crate) fn signal(&self) -> LossSignal {
+        LossSignal::new(self.sent + self.ttl - loss_margin(self.ttl))
+    }
+}
+
+/// What a driver does next.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Sleep(Duration),
+    Send(Cmd),
+    Stop,
+}
+
+#[derive(Debug)]
+enum Pending {
+    /// A renewal sent at this instant.
+    Renewal(Instant),
+    /// `LOCK.INFO`, to tell a taken lock from an expired one.
+    Info,
+    /// `LOCK.RELEASE` of a lock an old-style renewal re-created.
+    ReleaseStray,
+    None,
+}
+
+/// The renewal logic of one hold, sans I/O.
+#[derive(Debug)]
+pub(crate) struct Renewer {
+    plan: RenewPlan,
+    signal: LossSignal,
+    /// `LOCK.EXTEND` is unknown (a module from before it): renew with
+    /// `LOCK.ACQUIRE` and check the fence instead.
+    legacy: bool,
+    pending: Pending,
+}
+
+impl Renewer {
+    pub(crate) fn new(plan: RenewPlan, signal: LossSignal) -> Self {
+        Renewer {
+            plan,
+            signal,
+            legacy: false,
+            pending: Pending::None,
+        }
+    }
+
+    /// The first step: wait for the first renewal.
+    pub(crate) fn start(&self) -> Step {
+        Step::Sleep(renew_interval(self.plan.ttl))
+    }
+
+    fn renewal(&mut self, now: Instant) -> Step {
+        let p = &self.plan;
+        let cmd = if self.legacy {
+            commands::acquire(&p.key, &p.token, p.ttl_ms, None, None)
+        } else {
+            commands::extend(&p.key, &p.token, p.ttl_ms)
+        };
+        self.pending = Pending::Renewal(now);
+        Step::Send(cmd)
+    }
+
+    fn lost(&mut self, reason: LossReason) -> Step {
+        self.signal.set(reason);
+        Step::Stop
+    }
+
+    /// After a sleep: renew, unless the lock is already reported lost.
+    pub(crate) fn on_slept(&mut self, now: Instant) -> Step {
+        if self.signal.is_lost() {
+            return Step::Stop;
+        }
+        self.renewal(now)
+    }
+
+    /// The reply to the last [`Step::Send`].
+    pub(crate) fn on_reply(&mut self, reply: RedisResult<Value>, now: Instant) -> Step {
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::Renewal(sent) => match reply.and_then(commands::parse_fence) {
+                Ok(Some(f)) if f == self.plan.fence => {
+                    self.signal.renewed(sent, self.plan.ttl);
+                    if self.signal.is_lost() {
+                        return Step::Stop;
+                    }
+                    Step::Sleep(renew_interval(self.plan.ttl))
+                }
+                // Only an old-style renewal re-creates a lapsed lock: give
+                // that one up at once.
+                Ok(Some(_)) => {
+                    self.pending = Pending::ReleaseStray;
+                    Step::Send(commands::release(&self.plan.key, &self.plan.token))
+                }
+                Ok(None) if self.legacy => self.lost(LossReason::HeldByOther),
+                Ok(None) => {
+                    self.pending = Pending::Info;
+                    Step::Send(commands::info(&self.plan.key))
+                }
+                Err(e) if !self.legacy && is_unknown_extend(&e) => {
+                    self.legacy = true;
+                    self.renewal(now)
+                }
+                Err(e) => {
+                    self.signal
+                        .renewal_failed(crate::Error::from(e).to_string());
+                    if self.signal.is_lost() {
+                        return Step::Stop;
+                    }
+                    Step::Sleep(renew_interval(self.plan.ttl))
+                }
+            },
+            Pending::Info => match reply.and_then(commands::parse_info_held) {
+                Ok(true) => self.lost(LossReason::HeldByOther),
+                _ => self.lost(LossReason::Expired),
+            },
+            Pending::ReleaseStray | Pending::None => self.lost(LossReason::Expired),
+        }
+    }
+}
+
+fn is_unknown_extend(e: &redis::RedisError) -> bool {
+    let detail = e.detail().unwrap_or_default().to_ascii_lowercase();
+    e.code().is_some() && detail.contains("unknown command") && detail.contains("lock.extend")
+}
+
+/// After a `lock()` by hand on a guard with a watchdog: whether the
+/// watchdog must make way for a new one. A renewal of the same hold moves
+/// the loss deadline; a changed hold (lost, then obtained afresh or not)
+/// is reported lost on the old signal.
+pub(crate) fn follow_relock(before: Option<&Hold>, state: &LockState, signal: &LossSignal) -> bool {
+    let after = state.hold.as_ref();
+    let same = Hold::same(before, after);
+    if same && !signal.is_lost() {
+        if let Some(hold) = after {
+            signal.renewed(hold.sent, state.options.lock_timeout);
+        }
+        return false;
+    }
+    if !same {
+        signal.set(if after.is_some() {
+            LossReason::Expired
+        } else {
+            LossReason::HeldByOther
+        });
+    }
+    true
 }
 
 /// A connection a sync watchdog thread owns.
 pub(crate) type WatchdogConn = Box<dyn ConnectionLike + Send>;
 
-/// A background thread renewing one hold; stopped and joined on drop.
+/// Reports a panic of the thread or task it lives in as a loss.
+pub(crate) struct PanicReport(pub(crate) LossSignal);
+
+impl Drop for PanicReport {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.set(LossReason::WatchdogFailed);
+        }
+    }
+}
+
+/// A background thread renewing one hold, and one running its loss
+/// signal's timer; stopped and joined on drop.
 pub(crate) struct Watchdog {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<WatchdogConn>>,
+    timer: Option<JoinHandle<()>>,
     signal: LossSignal,
 }
 
 impl Watchdog {
     /// Starts renewing every third of the lock timeout.
-    pub(crate) fn spawn(mut conn: WatchdogConn, plan: RenewPlan, signal: LossSignal) -> Self {
+    pub(crate) fn spawn(mut conn: WatchdogConn, plan: RenewPlan) -> Self {
+        let signal = plan.signal();
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread_signal = signal.clone();
+        let mut renewer = Renewer::new(plan, signal.clone());
+        let report = PanicReport(signal.clone());
         let thread = thread::Builder::new()
             .name("lock-watchdog".into())
             .spawn(move || {
-                let interval = renew_interval(plan.ttl);
-                let mut last_renewed = Instant::now();
+                let _report = report;
+                let mut step = renewer.start();
                 loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        // Stopped (message or guard gone).
-                        _ => return conn,
-                    }
-                    let reply = conn.req_command(&plan.renew);
-                    let now = Instant::now();
-                    match judge(reply, plan.fence, last_renewed, plan.ttl, now) {
-                        Verdict::Renewed => last_renewed = now,
-                        Verdict::Retry => {}
-                        Verdict::Lost {
-                            reason,
-                            release_stray,
-                        } => {
-                            if release_stray {
-                                let _ = conn.req_command(&plan.release);
-                            }
-                            thread_signal.set(reason);
-                            return conn;
+                    step = match step {
+                        Step::Sleep(d) => match stopped.recv_timeout(d) {
+                            Err(RecvTimeoutError::Timeout) => renewer.on_slept(Instant::now()),
+                            // Stopped (message or guard gone).
+                            _ => return conn,
+                        },
+                        Step::Send(cmd) => {
+                            let reply = conn.req_command(&cmd);
+                            renewer.on_reply(reply, Instant::now())
                         }
+                        Step::Stop => return conn,
                     }
                 }
-            })
-            .expect("spawn the watchdog thread");
+            });
+        let timer_signal = signal.clone();
+        let timer = thread::Builder::new()
+            .name("lock-loss-timer".into())
+            .spawn(move || timer_signal.run_timer());
+        // Without a thread nothing renews: report that at once.
+        if thread.is_err() || timer.is_err() {
+            signal.set(LossReason::WatchdogFailed);
+        }
         Watchdog {
             stop: Some(stop),
-            thread: Some(thread),
+            thread: thread.ok(),
+            timer: timer.ok(),
+            signal,
+        }
+    }
+
+    /// A watchdog that no longer runs: it only reports its loss.
+    pub(crate) fn failed(signal: LossSignal) -> Self {
+        signal.set(LossReason::WatchdogFailed);
+        Watchdog {
+            stop: None,
+            thread: None,
+            timer: None,
             signal,
         }
     }
@@ -235,14 +272,18 @@ impl Watchdog {
         &self.signal
     }
 
-    /// Stops the thread and waits for it (at most one renewal in flight);
-    /// returns its connection.
+    /// Stops the threads and waits for them (at most one renewal in
+    /// flight); returns the connection, unless the thread panicked.
     pub(crate) fn stop(mut self) -> Option<WatchdogConn> {
         self.halt()
     }
 
     fn halt(&mut self) -> Option<WatchdogConn> {
         drop(self.stop.take());
+        self.signal.close();
+        if let Some(t) = self.timer.take() {
+            let _ = t.join();
+        }
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
@@ -264,33 +305,84 @@ mod tests {
         )))
     }
 
+    fn server_err(detail: &str) -> RedisResult<Value> {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "server",
+            detail.to_owned(),
+        )))
+    }
+
+    fn renewer(now: Instant) -> Renewer {
+        let plan = RenewPlan {
+            key: b"k".to_vec(),
+            token: b"t".to_vec(),
+            fence: 4,
+            ttl: Duration::from_millis(300),
+            ttl_ms: 300,
+            sent: now,
+        };
+        let signal = plan.signal();
+        Renewer::new(plan, signal)
+    }
+
+    fn sent(step: Step) -> Vec<String> {
+        match step {
+            Step::Send(cmd) => commands::args(&cmd),
+            other => panic!("expected Send, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn verdicts() {
-        let ttl = Duration::from_millis(300);
+    fn renews_with_extend_and_moves_the_deadline() {
         let t0 = Instant::now();
-        assert_eq!(judge(Ok(Value::Int(4)), 4, t0, ttl, t0), Verdict::Renewed);
-        assert_eq!(
-            judge(Ok(Value::Int(5)), 4, t0, ttl, t0),
-            Verdict::Lost {
-                reason: LossReason::Expired,
-                release_stray: true
-            }
+        let mut r = renewer(t0);
+        assert_eq!(r.signal.deadline(), Some(t0 + Duration::from_millis(270)));
+        assert!(matches!(r.start(), Step::Sleep(d) if d == Duration::from_millis(100)));
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(sent(r.on_slept(t1)), ["LOCK.EXTEND", "k", "t", "300"]);
+        assert!(matches!(r.on_reply(Ok(Value::Int(4)), t1), Step::Sleep(_)));
+        assert_eq!(r.signal.deadline(), Some(t1 + Duration::from_millis(270)));
+        // An error keeps the deadline and is told in the report.
+        r.on_slept(t1);
+        assert!(matches!(r.on_reply(io_err(), t1), Step::Sleep(_)));
+        assert_eq!(r.signal.deadline(), Some(t1 + Duration::from_millis(270)));
+    }
+
+    #[test]
+    fn a_refused_renewal_asks_who_holds_it() {
+        let t0 = Instant::now();
+        let mut r = renewer(t0);
+        r.on_slept(t0);
+        assert_eq!(sent(r.on_reply(Ok(Value::Nil), t0)), ["LOCK.INFO", "k"]);
+        let info = Value::Array(vec![Value::BulkString(b"held".to_vec()), Value::Int(1)]);
+        assert!(matches!(r.on_reply(Ok(info), t0), Step::Stop));
+        assert_eq!(r.signal.reason(), Some(LossReason::HeldByOther));
+
+        let mut r = renewer(t0);
+        r.on_slept(t0);
+        r.on_reply(Ok(Value::Nil), t0);
+        let info = Value::Array(vec![Value::BulkString(b"held".to_vec()), Value::Int(0)]);
+        r.on_reply(Ok(info), t0);
+        assert_eq!(r.signal.reason(), Some(LossReason::Expired));
+    }
+
+    #[test]
+    fn falls_back_to_acquire_without_extend() {
+        let t0 = Instant::now();
+        let mut r = renewer(t0);
+        r.on_slept(t0);
+        let step = r.on_reply(
+            server_err("unknown command 'LOCK.EXTEND', with args beginning with: 'k'"),
+            t0,
         );
+        assert_eq!(sent(step), ["LOCK.ACQUIRE", "k", "t", "300"]);
+        // Re-created with a new fence: released, reported.
         assert_eq!(
-            judge(Ok(Value::Nil), 4, t0, ttl, t0),
-            Verdict::Lost {
-                reason: LossReason::HeldByOther,
-                release_stray: false
-            }
+            sent(r.on_reply(Ok(Value::Int(9)), t0)),
+            ["LOCK.RELEASE", "k", "t"]
         );
-        assert_eq!(judge(io_err(), 4, t0, ttl, t0), Verdict::Retry);
-        assert!(matches!(
-            judge(io_err(), 4, t0, ttl, t0 + ttl),
-            Verdict::Lost {
-                reason: LossReason::Unreachable(_),
-                ..
-            }
-        ));
-        assert_eq!(renew_interval(ttl), Duration::from_millis(100));
+        assert!(matches!(r.on_reply(Ok(Value::Int(1)), t0), Step::Stop));
+        assert_eq!(r.signal.reason(), Some(LossReason::Expired));
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::fake::FakeServer;
 use common::*;
 use redis::Commands;
-use redis_fenced_lock::{AsyncLocker, Locker, Options, RetryStrategy};
+use redis_fenced_lock::{AsyncLocker, Locker, Options, RetryStrategy, WaitConnections};
 use testkit::{wait_for, Server};
 
 const KEY: &str = "__redis_lock_wait__";
@@ -118,7 +118,7 @@ fn a_wait_spans_several_slices() {
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(900), "{took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    assert!(check(&mut conn, KEY, locker.token().unwrap()) > 0);
+    assert!(check(&mut conn, KEY, &locker.token().unwrap()) > 0);
 }
 
 #[test]
@@ -164,7 +164,8 @@ fn async_waiter_dropped_midway_leaves_no_lock() {
     require_wait!(server);
     let mut conn = server.conn();
     assert!(acquire(&mut conn, KEY, "holder", 10_000).is_some());
-    let mut locker = AsyncLocker::new(async_conn(&server), KEY, waiting_options());
+    let mut locker = AsyncLocker::new(async_conn(&server), KEY, waiting_options())
+        .with_wait_connections(WaitConnections::new(server.client()));
     // The holder releases while the dropped waiter's WAIT is still queued:
     // the server grants it to that waiter, whose release follows at once.
     let releaser = {
@@ -251,7 +252,8 @@ fn async_falls_back_to_polling_without_wait() {
     let client = redis::Client::open(fake.url.as_str()).unwrap();
     rt().block_on(async {
         let conn = client.get_multiplexed_async_connection().await.unwrap();
-        let mut locker = AsyncLocker::new(conn, KEY, polling_options());
+        let mut locker = AsyncLocker::new(conn, KEY, polling_options())
+            .with_wait_connections(WaitConnections::new(client.clone()));
         assert!(locker.lock().await.unwrap());
         assert_eq!(locker.fence(), Some(3));
         assert_eq!(locker.server_wait_supported(), Some(false));
@@ -277,5 +279,5 @@ fn exponential_backoff_retries_until_free() {
     let start = Instant::now();
     assert!(locker.lock().unwrap());
     assert!(start.elapsed() >= Duration::from_millis(250));
-    assert!(check(&mut conn, KEY, locker.token().unwrap()) > 0);
+    assert!(check(&mut conn, KEY, &locker.token().unwrap()) > 0);
 }

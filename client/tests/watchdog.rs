@@ -38,7 +38,7 @@ fn sync_guard_releases_on_drop() {
         assert!(guard.is_locked());
         assert!(!guard.is_lost());
         assert!(guard.loss_signal().is_none());
-        assert!(check(&mut conn, KEY, guard.token().unwrap()) > 0);
+        assert!(check(&mut conn, KEY, &guard.token().unwrap()) > 0);
     }
     assert!(!locker.is_locked());
     assert!(!exists(&mut conn));
@@ -141,7 +141,10 @@ fn sync_guard_renews_and_follows_a_new_hold() {
     assert_eq!(first.reason(), Some(LossReason::Expired));
     assert!(!guard.is_lost());
     thread::sleep(Duration::from_millis(700));
-    assert!(check(&mut conn, KEY, guard.token().unwrap()) > 0, "watched");
+    assert!(
+        check(&mut conn, KEY, &guard.token().unwrap()) > 0,
+        "watched"
+    );
     drop(guard);
     assert!(!exists(&mut conn));
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Commands, Connection};
-use redis_fenced_lock::{AsyncLocker, CancelHandle, Locker, Options, Result};
+use redis_fenced_lock::{
+    AsyncLocker, CancelHandle, LockState, Locker, Options, Result, WaitConnections,
+};
 use testkit::Server;
 
 /// The tokio runtime of the async tests (multi-threaded, so that spawned
@@ -62,19 +64,19 @@ impl TestLocker for Locker<Connection> {
         Locker::ttl(self)
     }
     fn is_locked(&self) -> bool {
-        Locker::is_locked(self)
+        LockState::is_locked(self)
     }
     fn token(&self) -> Option<String> {
-        Locker::token(self).map(str::to_owned)
+        LockState::token(self).map(str::to_owned)
     }
     fn fence(&self) -> Option<u64> {
-        Locker::fence(self)
+        LockState::fence(self)
     }
     fn options(&self) -> Options {
-        Locker::options(self).clone()
+        LockState::options(self).clone()
     }
     fn server_wait_supported(&self) -> Option<bool> {
-        Locker::server_wait_supported(self)
+        LockState::server_wait_supported(self)
     }
 }
 
@@ -102,19 +104,19 @@ impl TestLocker for AsyncLocker<MultiplexedConnection> {
         rt().block_on(AsyncLocker::ttl(self))
     }
     fn is_locked(&self) -> bool {
-        AsyncLocker::is_locked(self)
+        LockState::is_locked(self)
     }
     fn token(&self) -> Option<String> {
-        AsyncLocker::token(self).map(str::to_owned)
+        LockState::token(self).map(str::to_owned)
     }
     fn fence(&self) -> Option<u64> {
-        AsyncLocker::fence(self)
+        LockState::fence(self)
     }
     fn options(&self) -> Options {
-        AsyncLocker::options(self).clone()
+        LockState::options(self).clone()
     }
     fn server_wait_supported(&self) -> Option<bool> {
-        AsyncLocker::server_wait_supported(self)
+        LockState::server_wait_supported(self)
     }
 }
 
@@ -129,6 +131,7 @@ impl Flavor for Async {
     type L = AsyncLocker<MultiplexedConnection>;
     fn new(server: &Server, key: &str, options: Options) -> Self::L {
         AsyncLocker::new(async_conn(server), key, options)
+            .with_wait_connections(WaitConnections::new(server.client()))
     }
     fn obtain(server: &Server, key: &str, options: Options) -> Result<Self::L> {
         let conn = async_conn(server);

@@ -19,7 +19,14 @@ fn example_binary() -> PathBuf {
     if modified(&path) < modified(&source) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "redis-fenced-lock", "--example", "basic"]);
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "redis-fenced-lock",
+            "--example",
+            "basic",
+        ]);
         if profile_dir.ends_with("release") {
             build.arg("--release");
         }

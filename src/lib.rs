@@ -1,5 +1,6 @@
 //! `lock`: a Redis module with native, token-checked, fenced distributed
-//! lock commands (`LOCK.ACQUIRE`, `LOCK.RELEASE`, `LOCK.CHECK`).
+//! lock commands (`LOCK.ACQUIRE`, `LOCK.EXTEND`, `LOCK.RELEASE`,
+//! `LOCK.CHECK`, `LOCK.INFO`).
 //!
 //! * [`logic`]: pure Rust (parsing, value encoding, fencing, decisions).
 //! * `server` (private): the thin layer over the Redis module API.
@@ -16,8 +17,9 @@ use redis_module::{raw, Context, RedisString, Status};
 use server::api::{self, call};
 use server::config::{
     apply_load_args, FENCE_CLOCK_OFFSET, FENCE_CLOCK_OFFSET_SETTING as OFFSET, FENCE_MARGIN,
-    FENCE_MARGIN_SETTING as MARGIN, MAX_TOKEN_LENGTH, MAX_TOKEN_LENGTH_SETTING as TOKEN_LEN,
-    MAX_TTL, MAX_TTL_SETTING as TTL, MAX_WAITERS, MAX_WAITERS_SETTING as WAITERS,
+    FENCE_MARGIN_SETTING as MARGIN, MAX_META_LENGTH, MAX_META_LENGTH_SETTING as META_LEN,
+    MAX_TOKEN_LENGTH, MAX_TOKEN_LENGTH_SETTING as TOKEN_LEN, MAX_TTL, MAX_TTL_SETTING as TTL,
+    MAX_WAITERS, MAX_WAITERS_SETTING as WAITERS,
 };
 use server::register::{register, Arg, ArgKind, Command};
 use server::{commands, fencing, stats, waiters};
@@ -56,7 +58,12 @@ const TOKEN: Arg = Arg {
     kind: ArgKind::String,
 };
 
-fn commands() -> [Command; 4] {
+const MILLISECONDS: Arg = Arg {
+    name: c"milliseconds",
+    kind: ArgKind::Integer,
+};
+
+fn commands() -> [Command; 5] {
     [
         Command {
             name: c"lock.acquire",
@@ -67,18 +74,33 @@ fn commands() -> [Command; 4] {
             key_flags: KeySpecFlags::READ_WRITE | KeySpecFlags::ACCESS | KeySpecFlags::UPDATE,
             summary: c"Acquires or renews a lock held by a token; replies with its fencing token",
             complexity: c"O(1)",
+            since: c"0.1.0",
             args: &[
                 KEY,
                 TOKEN,
+                MILLISECONDS,
                 Arg {
-                    name: c"milliseconds",
-                    kind: ArgKind::Integer,
+                    name: c"META",
+                    kind: ArgKind::StringOption(c"value"),
                 },
                 Arg {
                     name: c"WAIT",
                     kind: ArgKind::Option(c"timeout-ms"),
                 },
             ],
+        },
+        Command {
+            name: c"lock.extend",
+            handler: commands::extend,
+            // No deny-oom: renewing allocates nothing, and a holder must be
+            // able to keep its lock while the server is short of memory.
+            flags: c"write fast",
+            arity: 4,
+            key_flags: KeySpecFlags::READ_WRITE | KeySpecFlags::ACCESS | KeySpecFlags::UPDATE,
+            summary: c"Renews a lock only if the token still holds it; replies with its fencing token",
+            complexity: c"O(1)",
+            since: c"0.3.0",
+            args: &[KEY, TOKEN, MILLISECONDS],
         },
         Command {
             name: c"lock.release",
@@ -88,6 +110,7 @@ fn commands() -> [Command; 4] {
             key_flags: KeySpecFlags::READ_WRITE | KeySpecFlags::ACCESS | KeySpecFlags::DELETE,
             summary: c"Releases a lock if the token holds it",
             complexity: c"O(1)",
+            since: c"0.1.0",
             args: &[KEY, TOKEN],
         },
         Command {
@@ -98,6 +121,7 @@ fn commands() -> [Command; 4] {
             key_flags: KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
             summary: c"Replies with the remaining milliseconds if the token holds the lock",
             complexity: c"O(1)",
+            since: c"0.1.0",
             args: &[KEY, TOKEN],
         },
         Command {
@@ -106,8 +130,9 @@ fn commands() -> [Command; 4] {
             flags: c"readonly fast",
             arity: 2,
             key_flags: KeySpecFlags::READ_ONLY,
-            summary: c"Describes a lock for operators: held, TTL, fence, waiters (never the token)",
+            summary: c"Describes a lock for operators: held, TTL, fence, waiters, metadata (never the token)",
             complexity: c"O(1)",
+            since: c"0.1.0",
             args: &[KEY],
         },
     ]
@@ -208,6 +233,7 @@ redis_module::redis_module! {
         i64: [
             ["max-ttl", &MAX_TTL, TTL.default, TTL.min, TTL.max, ConfigurationFlags::DEFAULT, None],
             ["max-token-length", &MAX_TOKEN_LENGTH, TOKEN_LEN.default, TOKEN_LEN.min, TOKEN_LEN.max, ConfigurationFlags::DEFAULT, None],
+            ["max-meta-length", &MAX_META_LENGTH, META_LEN.default, META_LEN.min, META_LEN.max, ConfigurationFlags::DEFAULT, None],
             ["max-waiters", &MAX_WAITERS, WAITERS.default, WAITERS.min, WAITERS.max, ConfigurationFlags::DEFAULT, None],
             ["fence-margin", &FENCE_MARGIN, MARGIN.default, MARGIN.min, MARGIN.max, ConfigurationFlags::DEFAULT, None],
             ["debug-fence-clock-offset", &FENCE_CLOCK_OFFSET, OFFSET.default, OFFSET.min, OFFSET.max, ConfigurationFlags::DEFAULT, None],

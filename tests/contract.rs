@@ -630,6 +630,7 @@ fn command_introspection() {
     let mut c = s.conn();
     for args in [
         &["lock.acquire", "k", "t", "100"][..],
+        &["lock.extend", "k", "t", "100"],
         &["lock.release", "k", "t"],
         &["lock.check", "k", "t"],
     ] {
@@ -663,6 +664,16 @@ fn command_introspection() {
         "release must run when memory is full: {flags:?}"
     );
 
+    let (arity, flags) = flags_of(&mut c, "lock.extend");
+    assert_eq!(arity, 4);
+    for f in ["write", "fast"] {
+        assert!(flags.contains(&f.to_owned()), "extend: {flags:?}");
+    }
+    assert!(
+        !flags.contains(&"denyoom".to_owned()),
+        "a holder must be able to renew when memory is full: {flags:?}"
+    );
+
     let (arity, flags) = flags_of(&mut c, "lock.check");
     assert_eq!(arity, 3);
     for f in ["readonly", "fast"] {
@@ -675,7 +686,13 @@ fn command_introspection() {
     let v = cmd(&mut c, ("COMMAND", "LIST", "FILTERBY", "MODULE", "lock"));
     let mut names: Vec<String> = redis::from_redis_value(v).unwrap();
     names.sort();
-    for name in ["lock.acquire", "lock.check", "lock.release"] {
+    for name in [
+        "lock.acquire",
+        "lock.check",
+        "lock.extend",
+        "lock.info",
+        "lock.release",
+    ] {
         assert!(names.contains(&name.to_owned()), "{names:?}");
     }
 }
@@ -693,12 +710,14 @@ fn command_docs_and_version() {
         "milliseconds",
         "WAIT",
         "timeout-ms",
+        "META",
+        "value",
         "optional",
         "block",
     ] {
         assert!(docs.contains(part), "{part} missing from {docs}");
     }
-    for name in ["lock.release", "lock.check", "lock.info"] {
+    for name in ["lock.extend", "lock.release", "lock.check", "lock.info"] {
         let docs = format!("{:?}", cmd(&mut c, ("COMMAND", "DOCS", name)));
         assert!(docs.contains("arguments") && docs.contains("key"), "{docs}");
     }

@@ -18,7 +18,7 @@ use lock::logic::args::{
 };
 use lock::logic::fence::MAX_FENCE;
 use lock::logic::queue::{Queues, MAX_PARKED};
-use lock::logic::value::{self, LockValue, HEADER_LEN, MAGIC};
+use lock::logic::value::{self, LockValue, HEADER_LEN, MAGIC, MAGIC_META, META_HEADER_LEN};
 
 // The module's library installs Redis's allocator as the global allocator
 // (everywhere but its own unit tests), and outside a server that allocator
@@ -155,11 +155,11 @@ fn decimal(bytes: &[u8]) -> Option<Option<u64>> {
     Some(u64::try_from(n).ok())
 }
 
+/// A parsed LOCK.ACQUIRE: token, milliseconds, WAIT, META.
+type ParsedAcquire = (Vec<u8>, u64, Option<u64>, Vec<u8>);
+
 /// What LOCK.ACQUIRE's arguments mean, written from its documentation.
-fn reference_acquire(
-    args: &[Vec<u8>],
-    limits: &Limits,
-) -> Result<(Vec<u8>, u64, Option<u64>), ArgError> {
+fn reference_acquire(args: &[Vec<u8>], limits: &Limits) -> Result<ParsedAcquire, ArgError> {
     let [token, ttl, options @ ..] = args else {
         return Err(ArgError::Arity);
     };
@@ -171,8 +171,25 @@ fn reference_acquire(
         Some(_) => return Err(ArgError::TtlTooLarge { max }),
     };
     let mut wait = None;
+    let mut meta: Option<Vec<u8>> = None;
     let mut rest = options;
     while let [option, tail @ ..] = rest {
+        if option.eq_ignore_ascii_case(b"meta") {
+            if meta.is_some() {
+                return Err(ArgError::DuplicateMeta);
+            }
+            let [value, tail @ ..] = tail else {
+                return Err(ArgError::MissingMeta);
+            };
+            if value.len() > limits.max_meta_len {
+                return Err(ArgError::MetaTooLong {
+                    max: limits.max_meta_len,
+                });
+            }
+            meta = Some(value.clone());
+            rest = tail;
+            continue;
+        }
         if !option.eq_ignore_ascii_case(b"wait") {
             return Err(ArgError::UnknownOption);
         }
@@ -188,7 +205,7 @@ fn reference_acquire(
         }
         rest = tail;
     }
-    Ok((token.clone(), ttl, wait))
+    Ok((token.clone(), ttl, wait, meta.unwrap_or_default()))
 }
 
 fn reference_token(token: &[u8], limits: &Limits) -> Result<(), ArgError> {
@@ -217,12 +234,14 @@ fn random_limits(rng: &mut Rng) -> Limits {
             u64::MAX,
         ]),
         max_token_len: *rng.pick(&[1, 2, 3, 16, 40, 256, 65_536, usize::MAX]),
+        max_meta_len: *rng.pick(&[0, 1, 2, 16, 1024, usize::MAX]),
     }
 }
 
-/// `WAIT` in random letter case, sometimes slightly wrong.
+/// `WAIT` or `META` in random letter case, sometimes slightly wrong.
 fn option_name(rng: &mut Rng) -> Vec<u8> {
-    let mut name: Vec<u8> = b"wait"
+    let word: &[u8] = if rng.one_in(3) { b"meta" } else { b"wait" };
+    let mut name: Vec<u8> = word
         .iter()
         .map(|c| {
             if rng.one_in(2) {
@@ -375,7 +394,7 @@ fn args() {
         // Any argument list: the parser agrees with the reference.
         let args = arguments(rng, &limits);
         let parsed = parse_acquire(args.iter().map(Vec::as_slice), &limits)
-            .map(|a| (a.token.to_vec(), a.ttl_ms, a.wait_ms));
+            .map(|a| (a.token.to_vec(), a.ttl_ms, a.wait_ms, a.meta.to_vec()));
         assert_eq!(
             parsed,
             reference_acquire(&args, &limits),
@@ -436,14 +455,24 @@ fn args() {
 // --------------------------------------------------------------- value
 
 /// What a stored value decodes to, from the documented layout.
-fn reference_decode(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    if bytes.len() <= HEADER_LEN || bytes[..MAGIC.len()] != MAGIC {
+fn reference_decode(bytes: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    if bytes.len() < HEADER_LEN {
         return None;
     }
     let fence = u64::from_be_bytes(bytes[MAGIC.len()..HEADER_LEN].try_into().ok()?);
-    (1..=MAX_FENCE)
-        .contains(&fence)
-        .then_some((fence, &bytes[HEADER_LEN..]))
+    if !(1..=MAX_FENCE).contains(&fence) {
+        return None;
+    }
+    if bytes[..MAGIC.len()] == MAGIC {
+        return (bytes.len() > HEADER_LEN).then_some((fence, &bytes[HEADER_LEN..], &[][..]));
+    }
+    if bytes[..MAGIC.len()] != MAGIC_META || bytes.len() < META_HEADER_LEN {
+        return None;
+    }
+    let len = u32::from_be_bytes(bytes[HEADER_LEN..META_HEADER_LEN].try_into().ok()?) as usize;
+    let body = &bytes[META_HEADER_LEN..];
+    // A token of at least one byte, then metadata of at least one byte.
+    (len >= 1 && len < body.len()).then(|| (fence, &body[..len], &body[len..]))
 }
 
 fn fence(rng: &mut Rng) -> u64 {
@@ -494,16 +523,23 @@ fn value() {
             _ => 1 + rng.index(64),
         };
         let token = rng.bytes(len);
-        let encoded = value::encode(f, &token);
-        assert_eq!(encoded.len(), value::encoded_len(token.len()));
-        let mut into = vec![0xAA; value::encoded_len(token.len())];
-        value::encode_into(&mut into, f, &token);
+        let meta = if rng.one_in(2) {
+            Vec::new()
+        } else {
+            let len = 1 + rng.index(32);
+            rng.bytes(len)
+        };
+        let encoded = value::encode(f, &token, &meta);
+        assert_eq!(encoded.len(), value::encoded_len(token.len(), meta.len()));
+        let mut into = vec![0xAA; value::encoded_len(token.len(), meta.len())];
+        value::encode_into(&mut into, f, &token, &meta);
         assert_eq!(into, encoded);
         assert_eq!(
             value::decode(&encoded),
             Some(LockValue {
                 fence: f,
-                token: &token
+                token: &token,
+                meta: &meta,
             })
         );
 
@@ -512,8 +548,10 @@ fn value() {
         let mut bytes = if rng.one_in(4) {
             let len = rng.index(40);
             let mut b = rng.bytes(len);
-            if rng.one_in(2) {
-                b.splice(0..0, MAGIC);
+            match rng.below(3) {
+                0 => drop(b.splice(0..0, MAGIC)),
+                1 => drop(b.splice(0..0, MAGIC_META)),
+                _ => {}
             }
             b
         } else {
@@ -526,12 +564,12 @@ fn value() {
         }
         let decoded = value::decode(&bytes);
         assert_eq!(
-            decoded.map(|v| (v.fence, v.token)),
+            decoded.map(|v| (v.fence, v.token, v.meta)),
             reference_decode(&bytes),
             "{bytes:?}"
         );
         if let Some(v) = decoded {
-            assert_eq!(value::encode(v.fence, v.token), bytes);
+            assert_eq!(value::encode(v.fence, v.token, v.meta), bytes);
         }
     });
 }

@@ -5,16 +5,20 @@
 
 use std::fmt;
 
-/// Limits an operator configures (`lock.max-ttl`, `lock.max-token-length`).
+/// Limits an operator configures (`lock.max-ttl`, `lock.max-token-length`,
+/// `lock.max-meta-length`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted lock time-to-live, in milliseconds.
     pub max_ttl_ms: u64,
     /// Largest accepted token, in bytes.
     pub max_token_len: usize,
+    /// Largest accepted `META` value, in bytes.
+    pub max_meta_len: usize,
 }
 
-/// `LOCK.ACQUIRE key token milliseconds [WAIT timeout-ms]`, after the key.
+/// `LOCK.ACQUIRE key token milliseconds [META value] [WAIT timeout-ms]`,
+/// after the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acquire<'a> {
     /// The caller's token.
@@ -23,6 +27,17 @@ pub struct Acquire<'a> {
     pub ttl_ms: u64,
     /// `WAIT timeout-ms`: `Some(0)` waits without limit.
     pub wait_ms: Option<u64>,
+    /// `META value`: stored with the lock when granted (empty: none).
+    pub meta: &'a [u8],
+}
+
+/// `LOCK.EXTEND key token milliseconds`, after the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extend<'a> {
+    /// The caller's token.
+    pub token: &'a [u8],
+    /// The new time-to-live, from now.
+    pub ttl_ms: u64,
 }
 
 /// A rejected argument list; `Display` gives the error reply's text.
@@ -46,6 +61,12 @@ pub enum ArgError {
     BadWaitTimeout,
     /// `WAIT` given twice.
     DuplicateWait,
+    /// `META` without a value.
+    MissingMeta,
+    /// `META` given twice.
+    DuplicateMeta,
+    /// The `META` value is longer than `lock.max-meta-length`.
+    MetaTooLong { max: usize },
 }
 
 impl fmt::Display for ArgError {
@@ -65,9 +86,9 @@ impl fmt::Display for ArgError {
                 f,
                 "ERR token is longer than lock.max-token-length ({max} bytes)"
             ),
-            ArgError::UnknownOption => {
-                f.write_str("ERR syntax error: unknown option, LOCK.ACQUIRE accepts WAIT timeout-ms")
-            }
+            ArgError::UnknownOption => f.write_str(
+                "ERR syntax error: unknown option, LOCK.ACQUIRE accepts META value and WAIT timeout-ms",
+            ),
             ArgError::MissingWaitTimeout => {
                 f.write_str("ERR syntax error: WAIT needs a timeout in milliseconds")
             }
@@ -75,6 +96,12 @@ impl fmt::Display for ArgError {
                 "ERR WAIT timeout must be a non-negative integer of milliseconds (0 waits without limit)",
             ),
             ArgError::DuplicateWait => f.write_str("ERR syntax error: WAIT given more than once"),
+            ArgError::MissingMeta => f.write_str("ERR syntax error: META needs a value"),
+            ArgError::DuplicateMeta => f.write_str("ERR syntax error: META given more than once"),
+            ArgError::MetaTooLong { max } => write!(
+                f,
+                "ERR META value is longer than lock.max-meta-length ({max} bytes)"
+            ),
         }
     }
 }
@@ -120,7 +147,8 @@ fn parse_ttl(bytes: &[u8], limits: &Limits) -> Result<u64, ArgError> {
     }
 }
 
-/// Parses `token milliseconds [WAIT timeout-ms]`.
+/// Parses `token milliseconds [META value] [WAIT timeout-ms]`; the
+/// options come in any order, each at most once.
 pub fn parse_acquire<'a, I>(args: I, limits: &Limits) -> Result<Acquire<'a>, ArgError>
 where
     I: IntoIterator<Item = &'a [u8]>,
@@ -132,23 +160,52 @@ where
     let token = parse_token(token, limits)?;
     let ttl_ms = parse_ttl(ttl, limits)?;
     let mut wait_ms = None;
+    let mut meta = None;
     while let Some(option) = args.next() {
-        if !option.eq_ignore_ascii_case(b"WAIT") {
+        if option.eq_ignore_ascii_case(b"WAIT") {
+            if wait_ms.is_some() {
+                return Err(ArgError::DuplicateWait);
+            }
+            let value = args.next().ok_or(ArgError::MissingWaitTimeout)?;
+            let ms = parse_u64(value)
+                .filter(|ms| *ms <= MAX_WAIT_MS)
+                .ok_or(ArgError::BadWaitTimeout)?;
+            wait_ms = Some(ms);
+        } else if option.eq_ignore_ascii_case(b"META") {
+            if meta.is_some() {
+                return Err(ArgError::DuplicateMeta);
+            }
+            let value = args.next().ok_or(ArgError::MissingMeta)?;
+            if value.len() > limits.max_meta_len {
+                return Err(ArgError::MetaTooLong {
+                    max: limits.max_meta_len,
+                });
+            }
+            meta = Some(value);
+        } else {
             return Err(ArgError::UnknownOption);
         }
-        if wait_ms.is_some() {
-            return Err(ArgError::DuplicateWait);
-        }
-        let value = args.next().ok_or(ArgError::MissingWaitTimeout)?;
-        let ms = parse_u64(value)
-            .filter(|ms| *ms <= MAX_WAIT_MS)
-            .ok_or(ArgError::BadWaitTimeout)?;
-        wait_ms = Some(ms);
     }
     Ok(Acquire {
         token,
         ttl_ms,
         wait_ms,
+        meta: meta.unwrap_or_default(),
+    })
+}
+
+/// Parses `token milliseconds` of LOCK.EXTEND.
+pub fn parse_extend<'a, I>(args: I, limits: &Limits) -> Result<Extend<'a>, ArgError>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let mut args = args.into_iter();
+    let (Some(token), Some(ttl), None) = (args.next(), args.next(), args.next()) else {
+        return Err(ArgError::Arity);
+    };
+    Ok(Extend {
+        token: parse_token(token, limits)?,
+        ttl_ms: parse_ttl(ttl, limits)?,
     })
 }
 
@@ -172,6 +229,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_ttl_ms: 86_400_000,
         max_token_len: 16,
+        max_meta_len: 8,
     };
 
     fn acquire(args: &[&str]) -> Result<Acquire<'static>, ArgError> {
@@ -262,6 +320,43 @@ mod tests {
     }
 
     #[test]
+    fn meta_option() {
+        let a = acquire(&["t", "10", "META", "host=a", "WAIT", "5"]).unwrap();
+        assert_eq!((a.meta, a.wait_ms), (&b"host=a"[..], Some(5)));
+        let a = acquire(&["t", "10", "wait", "5", "meta", "x"]).unwrap();
+        assert_eq!((a.meta, a.wait_ms), (&b"x"[..], Some(5)));
+        assert_eq!(acquire(&["t", "10"]).unwrap().meta, b"");
+        assert_eq!(acquire(&["t", "10", "META"]), Err(ArgError::MissingMeta));
+        assert_eq!(
+            acquire(&["t", "10", "META", "a", "META", "b"]),
+            Err(ArgError::DuplicateMeta)
+        );
+        assert_eq!(
+            acquire(&["t", "10", "META", "123456789"]),
+            Err(ArgError::MetaTooLong { max: 8 })
+        );
+    }
+
+    #[test]
+    fn extend() {
+        let e = parse_extend([&b"t"[..], b"10"], &LIMITS).unwrap();
+        assert_eq!((e.token, e.ttl_ms), (&b"t"[..], 10));
+        assert_eq!(parse_extend([&b"t"[..]], &LIMITS), Err(ArgError::Arity));
+        assert_eq!(
+            parse_extend([&b"t"[..], b"10", b"WAIT"], &LIMITS),
+            Err(ArgError::Arity)
+        );
+        assert_eq!(
+            parse_extend([&b"t"[..], b"0"], &LIMITS),
+            Err(ArgError::BadTtl { max: 86_400_000 })
+        );
+        assert_eq!(
+            parse_extend([&b""[..], b"10"], &LIMITS),
+            Err(ArgError::EmptyToken)
+        );
+    }
+
+    #[test]
     fn token_only() {
         assert_eq!(parse_token_only([&b"t"[..]], &LIMITS), Ok(&b"t"[..]));
         assert_eq!(parse_token_only([], &LIMITS), Err(ArgError::Arity));
@@ -287,6 +382,9 @@ mod tests {
             ArgError::MissingWaitTimeout,
             ArgError::BadWaitTimeout,
             ArgError::DuplicateWait,
+            ArgError::MissingMeta,
+            ArgError::DuplicateMeta,
+            ArgError::MetaTooLong { max: 1 },
         ] {
             let s = e.to_string();
             assert!(s.starts_with("ERR "), "{s}");
@@ -303,6 +401,9 @@ mod tests {
                 prop_assert!(!a.token.is_empty() && a.token.len() <= LIMITS.max_token_len);
             }
             let _ = parse_token_only(slices.iter().copied(), &LIMITS);
+            if let Ok(e) = parse_extend(slices.iter().copied(), &LIMITS) {
+                prop_assert!(e.ttl_ms >= 1 && e.ttl_ms <= LIMITS.max_ttl_ms);
+            }
         }
 
         #[test]

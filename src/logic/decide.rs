@@ -1,7 +1,7 @@
 //! What a stored value means for a caller's token, and what each command
 //! does about it.
 
-use super::value::{decode, encoded_len};
+use super::value::{decode, encoded_len, META_HEADER_LEN};
 
 /// Where a token stands on a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,10 +16,11 @@ pub enum Standing {
 }
 
 /// Whether a stored string of `value_len` bytes could be a lock of a token
-/// of `token_len` bytes. When it cannot, the value need not be read at all,
-/// which keeps refusals cheap and leaves foreign values untouched.
+/// of `token_len` bytes, with or without metadata. When it cannot, the
+/// value need not be read at all, which keeps refusals cheap and leaves
+/// foreign values untouched.
 pub fn could_hold(value_len: usize, token_len: usize) -> bool {
-    value_len == encoded_len(token_len)
+    value_len == encoded_len(token_len, 0) || value_len > META_HEADER_LEN + token_len
 }
 
 /// Where `token` stands given the key's stored string (`None`: no key).
@@ -61,7 +62,13 @@ mod tests {
 
     #[test]
     fn standings() {
-        let mine = encode(7, b"me");
+        let mine = encode(7, b"me", b"");
+        let with_meta = encode(8, b"me", b"host");
+        assert_eq!(
+            standing(Some(&with_meta), b"me"),
+            Standing::Holds { fence: 8 }
+        );
+        assert_eq!(standing(Some(&with_meta), b"me!"), Standing::Other);
         assert_eq!(standing(None, b"me"), Standing::Free);
         assert_eq!(standing(Some(&mine), b"me"), Standing::Holds { fence: 7 });
         assert_eq!(standing(Some(&mine), b"you"), Standing::Other);
@@ -72,10 +79,16 @@ mod tests {
 
     #[test]
     fn length_shortcut_agrees_with_decoding() {
-        let mine = encode(7, b"me");
+        let mine = encode(7, b"me", b"");
         assert!(could_hold(mine.len(), 2));
         assert!(!could_hold(mine.len(), 3));
         assert!(!could_hold(2, 2));
+        let with_meta = encode(7, b"me", b"m");
+        assert!(could_hold(with_meta.len(), 2));
+        // Every length a lock of this token can have passes the shortcut.
+        for meta_len in 0..40 {
+            assert!(could_hold(encoded_len(5, meta_len), 5));
+        }
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn missing() -> Vec<&'static str> {
         RedisModule_GetContextFlags,
         RedisModule_ReplyWithMap,
         RedisModule_ReplyWithSimpleString,
+        RedisModule_ReplyWithStringBuffer,
         RedisModule_BlockClient,
         RedisModule_UnblockClient,
         RedisModule_SetDisconnectCallback,
@@ -115,6 +116,15 @@ pub fn reply_map(ctx: Ctx, len: i64) -> c_int {
 
 pub fn reply_str(ctx: Ctx, s: &CStr) -> c_int {
     call!(RedisModule_ReplyWithSimpleString(ctx, s.as_ptr()))
+}
+
+/// Replies with a bulk string of arbitrary bytes.
+pub fn reply_bytes(ctx: Ctx, bytes: &[u8]) -> c_int {
+    call!(RedisModule_ReplyWithStringBuffer(
+        ctx,
+        bytes.as_ptr().cast(),
+        bytes.len()
+    ))
 }
 
 pub fn reply_null(ctx: Ctx) -> c_int {

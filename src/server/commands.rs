@@ -11,7 +11,7 @@ use super::fencing;
 use super::key::{Key, Kind};
 use super::stats;
 use super::waiters::{self, BlockError};
-use crate::logic::args::{parse_acquire, parse_token_only, ArgError};
+use crate::logic::args::{parse_acquire, parse_extend, parse_token_only, ArgError};
 use crate::logic::decide::{self, could_hold, Standing};
 use crate::logic::value::{decode, encode_into, encoded_len, HEADER_LEN};
 
@@ -47,8 +47,9 @@ fn wrong_type(ctx: Ctx) -> c_int {
     api::reply_error_static(ctx, WRONGTYPE)
 }
 
-/// Makes `token` the holder of the open (free) key with a new fence, for
-/// `ttl_ms` from now; replicates `SET key value PXAT`. Returns the fence.
+/// Makes `token` the holder of the open (free) key with a new fence and
+/// `meta`, for `ttl_ms` from now; replicates `SET key value PXAT`. Returns
+/// the fence.
 /// All or nothing: if the value or its expiry cannot be written, the key
 /// is removed again and nothing is replicated.
 pub fn grant(
@@ -56,13 +57,14 @@ pub fn grant(
     key: &mut Key,
     name: RStr,
     token: &[u8],
+    meta: &[u8],
     ttl_ms: u64,
     previous: Option<u64>,
 ) -> Option<u64> {
     let fence = fencing::next(previous);
     let abs_ms = expiry_at(api::now_us(), ttl_ms);
-    let written = key.set_value(encoded_len(token.len()), |buf| {
-        encode_into(buf, fence, token)
+    let written = key.set_value(encoded_len(token.len(), meta.len()), |buf| {
+        encode_into(buf, fence, token, meta)
     }) && key.set_abs_expire(abs_ms);
     if !written {
         // The key was free before: never leave a lock without expiry.
@@ -92,7 +94,7 @@ fn reply_fence(ctx: Ctx, fence: u64) -> c_int {
     api::reply_i64(ctx, i64::try_from(fence).unwrap_or(i64::MAX))
 }
 
-/// `LOCK.ACQUIRE key token milliseconds [WAIT timeout-ms]`
+/// `LOCK.ACQUIRE key token milliseconds [META value] [WAIT timeout-ms]`
 pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     let args = api::argv(argv, argc);
     let [_, name, rest @ ..] = args else {
@@ -111,16 +113,18 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     let queued = standing == Standing::Free
         && waiters::waiting(api::selected_db(ctx), api::bytes(*name)) > 0;
     match decide::acquire(standing, queued) {
-        decide::Acquire::Grant => match grant(ctx, &mut key, *name, req.token, req.ttl_ms, None) {
-            Some(fence) => {
-                stats::ACQUIRED.incr();
-                reply_fence(ctx, fence)
+        decide::Acquire::Grant => {
+            match grant(ctx, &mut key, *name, req.token, req.meta, req.ttl_ms, None) {
+                Some(fence) => {
+                    stats::ACQUIRED.incr();
+                    reply_fence(ctx, fence)
+                }
+                None => {
+                    stats::ERRORS.incr();
+                    api::reply_error_static(ctx, c"ERR the lock could not be written")
+                }
             }
-            None => {
-                stats::ERRORS.incr();
-                api::reply_error_static(ctx, c"ERR the lock could not be written")
-            }
-        },
+        }
         decide::Acquire::Renew { fence } => {
             if !renew(ctx, &mut key, *name, req.ttl_ms) {
                 stats::ERRORS.incr();
@@ -133,15 +137,7 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             Some(wait_ms) if waiters::can_block(ctx) => {
                 let deadline = key.abs_expire();
                 drop(key);
-                let blocked = waiters::block(
-                    ctx,
-                    *name,
-                    req.token,
-                    req.ttl_ms,
-                    wait_ms,
-                    deadline,
-                    max_waiters(),
-                );
+                let blocked = waiters::block(ctx, *name, &req, wait_ms, deadline, max_waiters());
                 match blocked {
                     Ok(()) => raw::REDISMODULE_OK as c_int,
                     Err(BlockError::Full(max)) => {
@@ -158,6 +154,37 @@ pub extern "C" fn acquire(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
                 api::reply_null(ctx)
             }
         },
+    }
+}
+
+/// `LOCK.EXTEND key token milliseconds`: renews the caller's own lock and
+/// replies with its fence; null when the token does not hold it. Never
+/// creates a lock, so a holder whose lock lapsed cannot take it back
+/// unnoticed.
+pub extern "C" fn extend(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    let args = api::argv(argv, argc);
+    let [_, name, rest @ ..] = args else {
+        return arg_error(ctx, ArgError::Arity);
+    };
+    let req = match parse_extend(rest.iter().map(|s| api::bytes(*s)), &limits()) {
+        Ok(req) => req,
+        Err(e) => return arg_error(ctx, e),
+    };
+    let mut key = Key::write(ctx, *name);
+    match standing_of(&key, req.token) {
+        Err(WrongType) => wrong_type(ctx),
+        Ok(Standing::Holds { fence }) => {
+            if !renew(ctx, &mut key, *name, req.ttl_ms) {
+                stats::ERRORS.incr();
+                return api::reply_error_static(ctx, c"ERR the lock could not be renewed");
+            }
+            stats::RENEWED.incr();
+            reply_fence(ctx, fence)
+        }
+        Ok(_) => {
+            stats::EXTEND_MISSED.incr();
+            api::reply_null(ctx)
+        }
     }
 }
 
@@ -265,13 +292,11 @@ pub extern "C" fn info(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         return arg_error(ctx, ArgError::Arity);
     };
     let key = Key::read(ctx, *name);
-    let (held, fence) = match key.kind() {
+    let (held, lock) = match key.kind() {
         Kind::Other => return wrong_type(ctx),
         Kind::Empty => (false, None),
         // Only a value long enough to be a lock is read.
-        Kind::String if key.value_len() > HEADER_LEN => {
-            (true, decode(key.value()).map(|v| v.fence))
-        }
+        Kind::String if key.value_len() > HEADER_LEN => (true, decode(key.value())),
         Kind::String => (true, None),
     };
     let ttl = match held.then(|| key.abs_expire()) {
@@ -280,18 +305,23 @@ pub extern "C" fn info(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         Some(Some(at)) => at.saturating_sub((api::now_us() / 1000) as i64).max(1),
     };
     let waiting = waiters::waiting(api::selected_db(ctx), api::bytes(*name));
-    api::reply_map(ctx, 5);
+    api::reply_map(ctx, 6);
     api::reply_str(ctx, c"held");
     api::reply_i64(ctx, i64::from(held));
     api::reply_str(ctx, c"foreign");
-    api::reply_i64(ctx, i64::from(held && fence.is_none()));
+    api::reply_i64(ctx, i64::from(held && lock.is_none()));
     api::reply_str(ctx, c"ttl");
     api::reply_i64(ctx, ttl);
     api::reply_str(ctx, c"fence");
-    match fence {
-        Some(f) => reply_fence(ctx, f),
+    match lock {
+        Some(lock) => reply_fence(ctx, lock.fence),
         None => api::reply_null(ctx),
     };
     api::reply_str(ctx, c"waiters");
-    api::reply_i64(ctx, i64::try_from(waiting).unwrap_or(i64::MAX))
+    api::reply_i64(ctx, i64::try_from(waiting).unwrap_or(i64::MAX));
+    api::reply_str(ctx, c"meta");
+    match lock.filter(|lock| !lock.meta.is_empty()) {
+        Some(lock) => api::reply_bytes(ctx, lock.meta),
+        None => api::reply_null(ctx),
+    }
 }

@@ -14,6 +14,8 @@ use crate::logic::settings::{parse_load_args, LoadArgError, Setting};
 pub static MAX_TTL: AtomicI64 = AtomicI64::new(MAX_TTL_SETTING.default);
 /// `lock.max-token-length`: the longest accepted token, in bytes.
 pub static MAX_TOKEN_LENGTH: AtomicI64 = AtomicI64::new(MAX_TOKEN_LENGTH_SETTING.default);
+/// `lock.max-meta-length`: the longest accepted `META` value, in bytes.
+pub static MAX_META_LENGTH: AtomicI64 = AtomicI64::new(MAX_META_LENGTH_SETTING.default);
 /// `lock.max-waiters`: the most clients that may wait for one lock.
 pub static MAX_WAITERS: AtomicI64 = AtomicI64::new(MAX_WAITERS_SETTING.default);
 /// `lock.fence-margin`: after a start or a promotion, no fence is issued
@@ -38,6 +40,15 @@ pub const MAX_TOKEN_LENGTH_SETTING: Setting = Setting {
     // A token larger than this is not a token.
     max: 65_536,
     default: 256,
+    unit: "bytes",
+};
+pub const MAX_META_LENGTH_SETTING: Setting = Setting {
+    name: "max-meta-length",
+    // 0 turns `META` off.
+    min: 0,
+    max: 65_536,
+    // Room for a host name, a process id and a job name.
+    default: 1_024,
     unit: "bytes",
 };
 pub const MAX_WAITERS_SETTING: Setting = Setting {
@@ -65,9 +76,10 @@ pub const FENCE_CLOCK_OFFSET_SETTING: Setting = Setting {
 };
 
 /// Every setting, with the value it sets.
-const SETTINGS: [(Setting, &AtomicI64); 5] = [
+const SETTINGS: [(Setting, &AtomicI64); 6] = [
     (MAX_TTL_SETTING, &MAX_TTL),
     (MAX_TOKEN_LENGTH_SETTING, &MAX_TOKEN_LENGTH),
+    (MAX_META_LENGTH_SETTING, &MAX_META_LENGTH),
     (MAX_WAITERS_SETTING, &MAX_WAITERS),
     (FENCE_MARGIN_SETTING, &FENCE_MARGIN),
     (FENCE_CLOCK_OFFSET_SETTING, &FENCE_CLOCK_OFFSET),
@@ -93,6 +105,7 @@ pub fn limits() -> Limits {
     Limits {
         max_ttl_ms: get(&MAX_TTL_SETTING, &MAX_TTL) as u64,
         max_token_len: get(&MAX_TOKEN_LENGTH_SETTING, &MAX_TOKEN_LENGTH) as usize,
+        max_meta_len: get(&MAX_META_LENGTH_SETTING, &MAX_META_LENGTH) as usize,
     }
 }
 

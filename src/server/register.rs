@@ -16,8 +16,11 @@ pub enum ArgKind {
     Key,
     String,
     Integer,
-    /// An optional `TOKEN value` pair: the token, then its value's name.
+    /// An optional `TOKEN value` pair with an integer value: the token,
+    /// then its value's name.
     Option(&'static CStr),
+    /// The same with a string value.
+    StringOption(&'static CStr),
 }
 
 /// One documented argument.
@@ -37,6 +40,8 @@ pub struct Command {
     pub key_flags: KeySpecFlags,
     pub summary: &'static CStr,
     pub complexity: &'static CStr,
+    /// The module version that added the command.
+    pub since: &'static CStr,
     /// Arguments after the command name.
     pub args: &'static [Arg],
 }
@@ -79,10 +84,15 @@ fn arg_table(
             ArgKind::Integer => {
                 entry.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
             }
-            ArgKind::Option(value) => {
+            ArgKind::Option(value) | ArgKind::StringOption(value) => {
                 let mut inner = blank_arg();
                 inner.name = value.as_ptr();
-                inner.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
+                inner.type_ = match arg.kind {
+                    ArgKind::StringOption(_) => {
+                        raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING
+                    }
+                    _ => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                };
                 let mut block = vec![inner, blank_arg()];
                 entry.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK;
                 entry.token = arg.name.as_ptr();
@@ -137,7 +147,7 @@ pub fn register(ctx: Ctx, cmd: &Command) -> Result<(), String> {
         version: &INFO_VERSION,
         summary: cmd.summary.as_ptr(),
         complexity: cmd.complexity.as_ptr(),
-        since: c"0.1.0".as_ptr(),
+        since: cmd.since.as_ptr(),
         history: ptr::null_mut(),
         tips: ptr::null(),
         arity: cmd.arity,

@@ -29,7 +29,8 @@ impl Counter {
 
 /// Fresh acquisitions (the caller became the holder).
 pub static ACQUIRED: Counter = Counter::new();
-/// Renewals of a lock already held by the caller's token.
+/// Renewals of a lock already held by the caller's token (LOCK.ACQUIRE
+/// by the holder, or LOCK.EXTEND).
 pub static RENEWED: Counter = Counter::new();
 /// Acquisitions refused because someone else held the lock.
 pub static REFUSED: Counter = Counter::new();
@@ -37,6 +38,8 @@ pub static REFUSED: Counter = Counter::new();
 pub static RELEASED: Counter = Counter::new();
 /// Releases that changed nothing (not the caller's lock).
 pub static RELEASE_MISSED: Counter = Counter::new();
+/// LOCK.EXTEND calls that renewed nothing (the token did not hold the lock).
+pub static EXTEND_MISSED: Counter = Counter::new();
 /// LOCK.CHECK calls.
 pub static CHECKS: Counter = Counter::new();
 /// Calls answered with an error (bad arguments, wrong type).
@@ -58,12 +61,13 @@ pub static GRANTS_UNDELIVERED: Counter = Counter::new();
 /// Waiters sent to retry elsewhere: their key's cluster slot moved.
 pub static WAIT_REDIRECTS: Counter = Counter::new();
 
-const FIELDS: [(&CStr, &Counter); 14] = [
+const FIELDS: [(&CStr, &Counter); 15] = [
     (c"acquired", &ACQUIRED),
     (c"renewed", &RENEWED),
     (c"refused", &REFUSED),
     (c"released", &RELEASED),
     (c"release_missed", &RELEASE_MISSED),
+    (c"extend_missed", &EXTEND_MISSED),
     (c"checks", &CHECKS),
     (c"errors", &ERRORS),
     (c"waits", &WAITS),

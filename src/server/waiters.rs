@@ -40,6 +40,7 @@ use super::api::{self, call, Ctx, RStr, WriteGate};
 use super::commands::grant;
 use super::key::{Key, Kind};
 use super::stats;
+use crate::logic::args::Acquire;
 use crate::logic::queue::Queues;
 use crate::logic::timing::deadline_delay_ms;
 
@@ -48,6 +49,8 @@ type Bc = *mut raw::RedisModuleBlockedClient;
 /// What a waiter asked for (its token is kept by the queue).
 struct Wait {
     ttl_ms: u64,
+    /// Its `META` value (empty: none; an empty box allocates nothing).
+    meta: Box<[u8]>,
     /// The timer that ends the wait (none for `WAIT 0`).
     timer: Option<u64>,
 }
@@ -139,8 +142,7 @@ pub enum BlockError {
 pub fn block(
     ctx: Ctx,
     name: RStr,
-    token: &[u8],
-    ttl_ms: u64,
+    req: &Acquire,
     wait_ms: u64,
     deadline: Option<i64>,
     max_waiters: usize,
@@ -170,8 +172,12 @@ pub fn block(
         ))
     });
     let now_ms = (api::now_us() / 1000) as i64;
-    let wait = Wait { ttl_ms, timer };
-    if !queues(|q| q.push(db, key, bc as usize, token, wait, now_ms)) {
+    let wait = Wait {
+        ttl_ms: req.ttl_ms,
+        meta: req.meta.into(),
+        timer,
+    };
+    if !queues(|q| q.push(db, key, bc as usize, req.token, wait, now_ms)) {
         // Cannot happen (a new handle); never leave a client blocked unqueued.
         stop_wait_timer(ctx, timer);
         call!(RedisModule_UnblockClient(bc, ptr::null_mut()));
@@ -199,7 +205,15 @@ pub fn hand_off(ctx: Ctx, key: &mut Key, name: RStr, previous: Option<u64>) -> b
     stop_timer(ctx, timer);
     stop_wait_timer(ctx, wait.data.timer);
     let bc = bc as Bc;
-    let Some(fence) = grant(ctx, key, name, &wait.token, wait.data.ttl_ms, previous) else {
+    let Some(fence) = grant(
+        ctx,
+        key,
+        name,
+        &wait.token,
+        &wait.data.meta,
+        wait.data.ttl_ms,
+        previous,
+    ) else {
         // Could not write the lock: the waiter gets a null reply and the
         // key stays as it was.
         call!(RedisModule_UnblockClient(bc, ptr::null_mut()));

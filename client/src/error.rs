@@ -7,6 +7,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong.
 ///
+/// One convention throughout: a call that would give you a lock fails with
+/// [`Error::NotObtained`] when someone else holds it (after all retries);
+/// a call on a lock you had fails with [`Error::NotHeld`] when it is no
+/// longer yours ([`Error::UnlockFailed`] in the bsm/redis-lock-style
+/// `unlock`). The one exception is bsm/redis-lock's own `lock()`, which
+/// answers `Ok(false)` as the Go library does.
+///
 /// ```
 /// use redis_fenced_lock::Error;
 ///
@@ -24,6 +31,11 @@ pub enum Error {
     /// someone else), or we held none; nothing was changed on the server.
     /// The Go library's `ErrLockUnlockFailed`.
     UnlockFailed,
+    /// The lock is no longer ours (expired, deleted, or taken by someone
+    /// else): returned by [`Lock::refresh`](crate::Lock::refresh) and
+    /// [`Lock::release`](crate::Lock::release). bsm/redislock's
+    /// `ErrLockNotHeld`.
+    NotHeld,
     /// A cancellation handle ended the wait
     /// ([`Locker::lock_with_context`](crate::Locker::lock_with_context)).
     Cancelled,
@@ -53,6 +65,7 @@ impl fmt::Display for Error {
         match self {
             Error::NotObtained => f.write_str("lock not obtained"),
             Error::UnlockFailed => f.write_str("lock unlock failed"),
+            Error::NotHeld => f.write_str("lock not held"),
             Error::Cancelled => f.write_str("lock attempt cancelled"),
             // Says how, because the first thing a new user meets is Redis 7's
             // refusal of MODULE LOAD (enable-module-command is off by default).

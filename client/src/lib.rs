@@ -46,6 +46,8 @@
 #[cfg(feature = "tokio")]
 mod aio;
 mod cancel;
+#[cfg(feature = "tokio")]
+mod client;
 mod commands;
 mod core;
 mod error;
@@ -63,6 +65,8 @@ mod watchdog;
 #[cfg(feature = "tokio")]
 pub use aio::{AsyncLockGuard, AsyncLocker};
 pub use cancel::CancelHandle;
+#[cfg(feature = "tokio")]
+pub use client::{Lock, LockClient, LockHandleGuard, ObtainOptions};
 pub use core::LockState;
 pub use error::{Error, Result};
 pub use guard::LockGuard;

@@ -13,6 +13,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, Value};
 use crate::commands;
 use crate::core::{Hold, LockState};
 use crate::loss::{loss_margin, LossReason, LossSignal};
+use crate::options::ceil_ms;
 
 /// The renewal interval for a lock timeout: a third of it (at least 1 ms),
 /// so that two renewals can fail before the loss is reported.
@@ -34,12 +35,17 @@ pub(crate) struct RenewPlan {
 
 impl RenewPlan {
     pub(crate) fn new(state: &LockState, hold: &Hold) -> Self {
+        Self::of(&state.key, hold, state.options.lock_timeout)
+    }
+
+    /// Renews `hold` on `key` for `ttl` each time.
+    pub(crate) fn of(key: &[u8], hold: &Hold, ttl: Duration) -> Self {
         RenewPlan {
-            key: state.key.clone(),
+            key: key.to_vec(),
             token: hold.token.clone(),
             fence: hold.fence,
-            ttl: state.options.lock_timeout,
-            ttl_ms: state.options.lock_timeout_ms(),
+            ttl,
+            ttl_ms: ceil_ms(ttl),
             sent: hold.sent,
         }
     }

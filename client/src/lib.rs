@@ -40,6 +40,9 @@
 //! - [`Error`] is typed: [`Error::NotObtained`], [`Error::UnlockFailed`],
 //!   [`Error::Cancelled`], [`Error::ModuleNotLoaded`] (with how to load it),
 //!   [`Error::Redis`].
+//! - [`Redlock`] (feature `tokio`): one lock over N independent servers,
+//!   granted by a majority, with the same obtain / refresh / release /
+//!   guard API; see the [`redlock`] module for what its fence guarantees.
 
 #![warn(missing_docs)]
 
@@ -54,6 +57,8 @@ mod error;
 mod guard;
 mod loss;
 mod options;
+#[cfg(feature = "tokio")]
+pub mod redlock;
 pub mod retry;
 mod signal;
 mod sync;
@@ -74,6 +79,8 @@ pub use loss::{loss_margin, LossReason, LossSignal};
 pub use options::{
     Options, RetryStrategy, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRY_DELAY, DEFAULT_SERVER_WAIT_SLICE,
 };
+#[cfg(feature = "tokio")]
+pub use redlock::{Redlock, RedlockError, RedlockGuard, RedlockLock, RedlockOptions};
 pub use sync::Locker;
 pub use token::{new_token, TOKEN_LEN};
 #[cfg(feature = "tokio")]

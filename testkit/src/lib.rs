@@ -243,6 +243,12 @@ impl Server {
         }
     }
 
+    /// The process id, while the server runs (for `kill -STOP` and the
+    /// like).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Lines of the log, for assertions on what the server said.
     pub fn log_lines(&self) -> Vec<String> {
         match std::fs::File::open(self.dir.path().join("server.log")) {

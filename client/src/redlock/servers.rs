@@ -193,7 +193,9 @@ impl Round {
     pub(crate) async fn outcomes(&mut self) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(self.tasks.len());
         for task in &mut self.tasks {
-            let outcome = match task.take() {
+            // Taken only once finished: a drop midway leaves it for
+            // `Abandon` to wait for.
+            let outcome = match task.as_mut() {
                 Some(t) => t.await.unwrap_or_else(|e| {
                     Outcome::Reply(Err(
                         std::io::Error::other(format!("request task: {e}")).into()
@@ -201,6 +203,7 @@ impl Round {
                 }),
                 None => Outcome::TimedOut,
             };
+            *task = None;
             out.push(outcome);
         }
         out

@@ -73,7 +73,7 @@ impl Node {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let info = conn
-            .req_packed_command(&redis::cmd("INFO").arg("server"))
+            .req_packed_command(redis::cmd("INFO").arg("server"))
             .await;
         let up_since = match info {
             Ok(Value::BulkString(b)) => uptime(&String::from_utf8_lossy(&b)),

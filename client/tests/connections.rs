@@ -143,7 +143,7 @@ fn async_cluster_connection() {
         let guard = locker.guard_with_watchdog().await.unwrap();
         tokio::time::sleep(Duration::from_millis(1800)).await;
         assert!(!guard.is_lost(), "{:?}", guard.loss());
-        assert!(check(&mut conn, KEY, &guard.token().unwrap()) > 0);
+        assert!(check(&mut conn, KEY, guard.token().unwrap()) > 0);
         guard.unlock().await.unwrap();
 
         // A waiter on a clone polls (a cluster connection is shared) and

@@ -15,8 +15,8 @@ use crate::watchdog::{follow_relock, RenewPlan, Watchdog, WatchdogConn};
 /// watchdog that keeps it alive meanwhile. Made by [`Locker::guard`] and
 /// [`Locker::guard_with_watchdog`].
 ///
-/// Dereferences to the [`Locker`] for [`fence`](Locker::fence),
-/// [`token`](Locker::token), [`is_locked`](Locker::is_locked) and the like.
+/// Dereferences to the [`Locker`] for [`fence`](crate::LockState::fence),
+/// [`token`](crate::LockState::token), [`is_locked`](crate::LockState::is_locked) and the like.
 ///
 /// The watchdog never outlives the guard: dropping or unlocking the guard
 /// stops the watchdog thread and waits for it before releasing the lock.

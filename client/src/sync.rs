@@ -100,8 +100,8 @@ impl<C: ConnectionLike> Locker<C> {
     ///   [`Options::lock_timeout`], keeping token and fence. If the lock was
     ///   lost meanwhile (expired, deleted, taken), obtains it afresh with a
     ///   new token, as bsm/redis-lock does; so this returns `Ok(false)` (and
-    ///   [`is_locked`](Self::is_locked) becomes false) when someone else
-    ///   holds it now. Compare [`fence`](Self::fence) before and after to
+    ///   [`is_locked`](LockState::is_locked) becomes false) when someone else
+    ///   holds it now. Compare [`fence`](LockState::fence) before and after to
     ///   tell a renewal from a new hold.
     /// - On an error, a hold is kept (it may still be valid); a new attempt
     ///   that failed with a connection error releases its token best-effort.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use redis::Commands;
-use redis_fenced_lock::{AsyncLocker, Error, Locker, Options};
+use redis_fenced_lock::{AsyncLocker, Error, LockClient, Locker, ObtainOptions, Options};
 use testkit::{Config, Server};
 
 const KEY: &str = "__redis_lock_conn__";
@@ -63,8 +63,8 @@ fn pooled_and_per_command_connections() {
     round(&mut per_command, &server);
 }
 
-#[test]
-fn cluster_connection() {
+/// A one-node cluster owning every slot.
+fn cluster_server() -> Server {
     let server = Server::with(Config::default().arg("cluster-enabled", "yes"));
     let mut admin = server.conn();
     let _: () = redis::cmd("CLUSTER")
@@ -82,6 +82,12 @@ fn cluster_connection() {
         assert!(Instant::now() < deadline, "cluster not ok: {info}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    server
+}
+
+#[test]
+fn cluster_connection() {
+    let server = cluster_server();
     let client = redis::cluster::ClusterClient::new(vec![server.url()]).unwrap();
     let mut locker = Locker::new(client.get_connection().unwrap(), KEY, Options::default());
     round(&mut locker, &server);
@@ -110,6 +116,68 @@ fn connection_manager() {
         let guard = locker.guard_with_watchdog().await.unwrap();
         assert!(check(&mut conn, KEY, guard.token().unwrap()) > 0);
         guard.unlock().await.unwrap();
+    });
+    let exists: bool = conn.exists(KEY).unwrap();
+    assert!(!exists);
+}
+
+#[test]
+fn async_cluster_connection() {
+    let server = cluster_server();
+    let mut conn = server.conn();
+    let client = redis::cluster::ClusterClient::new(vec![server.url()]).unwrap();
+    rt().block_on(async {
+        let cluster = client.get_async_connection().await.unwrap();
+        // The bsm/redis-lock-style locker: lock, renew, check, guard with a
+        // watchdog over several lock timeouts, unlock.
+        let options = Options {
+            lock_timeout: Duration::from_millis(600),
+            ..Options::default()
+        };
+        let mut locker = AsyncLocker::new(cluster.clone(), KEY, options);
+        assert!(locker.lock().await.unwrap());
+        let fence = locker.fence();
+        assert!(locker.lock().await.unwrap());
+        assert_eq!(locker.fence(), fence);
+        assert!(locker.ttl().await.unwrap().is_some());
+        let guard = locker.guard_with_watchdog().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert!(!guard.is_lost(), "{:?}", guard.loss());
+        assert!(check(&mut conn, KEY, guard.token().unwrap()) > 0);
+        guard.unlock().await.unwrap();
+
+        // A waiter on a clone polls (a cluster connection is shared) and
+        // gets the lock once the holder releases it.
+        let mut holder = AsyncLocker::new(cluster.clone(), "{user:42}.lock", Options::default());
+        assert!(holder.lock().await.unwrap());
+        let mut waiter = AsyncLocker::new(
+            cluster.clone(),
+            "{user:42}.lock",
+            Options {
+                retry_count: 50,
+                retry_delay: Duration::from_millis(20),
+                ..Options::default()
+            },
+        );
+        let wait = tokio::spawn(async move { waiter.lock().await.map(|ok| (ok, waiter)) });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        holder.unlock().await.unwrap();
+        let (ok, mut waiter) = wait.await.unwrap().unwrap();
+        assert!(ok);
+        waiter.unlock().await.unwrap();
+
+        // The bsm/redislock-style client over the cluster.
+        let locks = LockClient::new(cluster);
+        let lock = locks
+            .obtain(
+                "{user:7}.lock",
+                Duration::from_secs(5),
+                &ObtainOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert!(lock.ttl().await.unwrap().is_some());
+        lock.release().await.unwrap();
     });
     let exists: bool = conn.exists(KEY).unwrap();
     assert!(!exists);

@@ -20,8 +20,9 @@ fn short_options() -> Options {
     }
 }
 
+/// Acquisitions and renewals (the watchdog renews with LOCK.EXTEND).
 fn acquire_calls(conn: &mut redis::Connection) -> u64 {
-    command_calls(conn, "lock.acquire")
+    command_calls(conn, "lock.acquire") + command_calls(conn, "lock.extend")
 }
 
 fn exists(conn: &mut redis::Connection) -> bool {

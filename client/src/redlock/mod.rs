@@ -67,7 +67,9 @@
 //! `appendfsync always`, or a **delayed restart**: a restarted server must
 //! not take part for at least the largest TTL in use. This client does the
 //! latter itself with [`Redlock::min_server_uptime`]: a server whose
-//! `uptime_in_seconds` is below it counts as failed (and is not asked).
+//! uptime (`uptime_in_seconds` of `INFO server`, read on connecting, less
+//! one second for its rounding) is below it counts as failed and is not
+//! asked. A restart always breaks the connection, so it is always seen.
 //! Set it to at least your largest TTL, unless every server runs with
 //! `appendonly yes` and `appendfsync always`, or is restarted with such a
 //! delay by its supervisor. The module itself does not delay anything: its

@@ -131,13 +131,14 @@ impl Node {
     }
 }
 
-/// `uptime_in_seconds` from `INFO server`. Whole seconds, rounded down, so
-/// a server looks younger than it is: the safe side.
+/// How long the server has surely been up, from `uptime_in_seconds` in
+/// `INFO server`: a difference of whole seconds of the server's clock, so
+/// up to a second more than the truth; one second less is never more.
 fn uptime(info: &str) -> Option<Duration> {
     info.lines()
         .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(|s| Duration::from_secs(s.saturating_sub(1)))
 }
 
 /// The servers.
@@ -271,7 +272,8 @@ mod tests {
     fn uptime_is_read_from_info() {
         let info =
             "# Server\r\nredis_version:7.0.15\r\nuptime_in_seconds:42\r\nuptime_in_days:0\r\n";
-        assert_eq!(uptime(info), Some(Duration::from_secs(42)));
+        assert_eq!(uptime(info), Some(Duration::from_secs(41)));
+        assert_eq!(uptime("uptime_in_seconds:0\r\n"), Some(Duration::ZERO));
         assert_eq!(uptime("# Server\r\n"), None);
         assert_eq!(uptime("uptime_in_seconds:x\r\n"), None);
     }

@@ -1,49 +1,4 @@
-//! Client for the lock Redis module: distributed locks with token-checked
-//! release, fencing tokens, watchdog renewal and server-side FIFO waiting,
-//! behind the API of the Go library `bsm/redis-lock`.
-//!
-//! The module (`liblock.so`) offers three commands; this crate drives them:
-//!
-//! | command | reply |
-//! |---|---|
-//! | `LOCK.ACQUIRE key token ms [WAIT timeout-ms]` | fencing token when the caller holds the lock (fresh or renewed), nil when someone else does |
-//! | `LOCK.RELEASE key token` | 1 released, 0 not ours |
-//! | `LOCK.CHECK key token` | remaining ms if ours, -1 no expiry, 0 otherwise |
-//!
-//! # Quick use
-//!
-//! ```no_run
-//! # fn main() -> Result<(), redis_fenced_lock::Error> {
-//! use redis_fenced_lock::{Locker, Options};
-//!
-//! let client = redis::Client::open("redis://127.0.0.1/")?;
-//! let mut locker = Locker::new(client.get_connection()?, "lock.foo", Options::default());
-//! if locker.lock()? {
-//!     // ... the protected work, passing locker.fence() to the resource ...
-//!     locker.unlock()?;
-//! } else {
-//!     println!("someone else holds it");
-//! }
-//! # Ok(()) }
-//! ```
-//!
-//! - [`Locker`] (blocking) works over any [`redis::ConnectionLike`]: a
-//!   `Connection`, `&mut Connection`, an r2d2 pooled connection, the cluster
-//!   connection. [`AsyncLocker`] (feature `tokio`, on by default) works over
-//!   `MultiplexedConnection` and `ConnectionManager`. Both run the same
-//!   state machine, so they behave the same.
-//! - [`Options`]: bsm/redis-lock's lock timeout (5 s), retry count (0), retry delay
-//!   (100 ms) and token prefix, plus [`RetryStrategy`] and server-side
-//!   waiting.
-//! - [`LockGuard`] / [`AsyncLockGuard`] release on drop and can run a
-//!   watchdog that renews the lock and reports a loss ([`LossSignal`]).
-//! - [`Error`] is typed: [`Error::NotObtained`], [`Error::UnlockFailed`],
-//!   [`Error::Cancelled`], [`Error::ModuleNotLoaded`] (with how to load it),
-//!   [`Error::Redis`].
-//! - [`Redlock`] (feature `tokio`): one lock over N independent servers,
-//!   granted by a majority, with the same obtain / refresh / release /
-//!   guard API; see the [`redlock`] module for what its fence guarantees.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 #[cfg(feature = "tokio")]
@@ -86,13 +41,8 @@ pub use token::{new_token, TOKEN_LEN};
 #[cfg(feature = "tokio")]
 pub use wait_conn::WaitConnections;
 
-/// The code blocks of this crate's README (its front page) compile as
-/// doctests, so that the documented examples cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
-
-/// The same for the project's top README.
+/// The code blocks of the project's top README run as doctests too (this
+/// crate's README is its front page, so its blocks are doctests already).
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct TopReadmeDoctests;

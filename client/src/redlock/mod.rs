@@ -286,7 +286,9 @@ impl Redlock {
     /// A server counts only once it has been up this long (default 0):
     /// the algorithm's delayed restart, enforced by the client. Set it to
     /// at least the largest TTL in use unless the servers persist every
-    /// write (`appendfsync always`). See the [module](self) documentation.
+    /// write (`appendfsync always`). A server whose `INFO server` cannot
+    /// be read (an ACL without `INFO`) counts at once. See the
+    /// [module](self) documentation.
     pub fn min_server_uptime(mut self, uptime: Duration) -> Self {
         self.limits.min_uptime = uptime;
         self

@@ -135,7 +135,7 @@ async fn send_waiting(
         cmd,
         release,
         cancel,
-        Some(wait + WAIT_REPLY_MARGIN),
+        Some(wait.saturating_add(WAIT_REPLY_MARGIN)),
     )
     .await?;
     // A connection that failed or timed out may still carry the wait:

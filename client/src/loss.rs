@@ -58,6 +58,15 @@ pub fn loss_margin(ttl: Duration) -> Duration {
     ttl / 10
 }
 
+/// When a hold renewed at `sent` for `ttl` is reported lost: `sent + ttl −
+/// margin`, or ~136 years on for a time to live beyond the clock's range.
+pub(crate) fn loss_deadline(sent: Instant, ttl: Duration) -> Instant {
+    let left = ttl - loss_margin(ttl);
+    sent.checked_add(left)
+        .or_else(|| sent.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+        .unwrap_or(sent)
+}
+
 struct State {
     reason: Option<LossReason>,
     /// Lost at this instant unless a renewal moves it; `None` once the
@@ -175,7 +184,7 @@ impl LossSignal {
         if self.check(&mut s, Instant::now()).is_some() {
             return;
         }
-        let next = sent + ttl - loss_margin(ttl);
+        let next = loss_deadline(sent, ttl);
         s.deadline = s.deadline.map(|d| d.max(next));
         s.last_error = None;
         self.inner.cond.notify_all();
@@ -317,6 +326,12 @@ mod tests {
         timer.join().unwrap();
         assert!(t0.elapsed() >= Duration::from_millis(140));
         assert!(s.is_lost());
+    }
+
+    #[test]
+    fn an_endless_ttl_does_not_overflow() {
+        let now = Instant::now();
+        assert!(loss_deadline(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
     }
 
     #[test]

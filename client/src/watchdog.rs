@@ -12,7 +12,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, Value};
 
 use crate::commands;
 use crate::core::{Hold, LockState};
-use crate::loss::{loss_margin, LossReason, LossSignal};
+use crate::loss::{loss_deadline, LossReason, LossSignal};
 use crate::options::ceil_ms;
 
 /// The renewal interval for a lock timeout: a third of it (at least 1 ms),
@@ -52,7 +52,7 @@ impl RenewPlan {
 
     /// A fresh loss signal for this hold.
     pub(crate) fn signal(&self) -> LossSignal {
-        LossSignal::new(self.sent + self.ttl - loss_margin(self.ttl))
+        LossSignal::new(loss_deadline(self.sent, self.ttl))
     }
 }
 

@@ -231,6 +231,13 @@ async fn release_all(
     }
 }
 
+/// `at + d`, or a year after `at` if that overflows (an absurd TTL).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 86400)))
+        .unwrap_or(at)
+}
+
 /// The refresh task, the task running the loss signal's timer, and the
 /// signal.
 struct Watchdog {
@@ -249,7 +256,7 @@ impl Watchdog {
         let task_signal = signal.clone();
         let task = tokio::spawn(async move {
             let signal = task_signal;
-            let mut next = first.start + renew_interval(first.ttl);
+            let mut next = later(first.start, renew_interval(first.ttl));
             loop {
                 tokio::time::sleep_until(next.into()).await;
                 let ttl = lease(&cell).ttl;
@@ -257,7 +264,7 @@ impl Watchdog {
                     Ok(_) => {
                         let now = *lease(&cell);
                         signal.renewed(now.start, now.ttl);
-                        next = now.start + renew_interval(now.ttl);
+                        next = later(now.start, renew_interval(now.ttl));
                     }
                     Err(RedlockError::NotHeld(t)) if t.quorum_impossible() => {
                         signal.set(LossReason::Expired);
@@ -266,7 +273,10 @@ impl Watchdog {
                         signal.renewal_failed(e.to_string());
                         // Try again soon: the loss is reported at the
                         // signal's deadline unless a refresh succeeds first.
-                        next = Instant::now() + loss_margin(ttl).max(Duration::from_millis(1));
+                        next = later(
+                            Instant::now(),
+                            loss_margin(ttl).max(Duration::from_millis(1)),
+                        );
                     }
                 }
                 if signal.is_lost() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use redis::{Connection, Value};
 
-use crate::redis_io::{connect, flushall, script_load, take, DEL_SCRIPT};
+use crate::redis_io::{connect, flushall, take, RELEASE};
 use crate::report::{Report, Unit};
 use crate::stats::{median, ms, thousands, Latency};
 use crate::Plan;
@@ -63,6 +63,10 @@ impl Shared {
         self.stop.load(SeqCst)
     }
 
+    fn push(&self, ms: f64) {
+        self.samples.lock().expect("samples").push(ms);
+    }
+
     fn samples(&self) -> usize {
         self.samples.lock().expect("samples").len()
     }
@@ -103,16 +107,10 @@ fn try_acquire(conn: &mut Connection, mode: Mode, key: &str, token: &str) -> Res
     }
 }
 
-fn release(
-    conn: &mut Connection,
-    mode: Mode,
-    key: &str,
-    token: &str,
-    sha: &str,
-) -> Result<(), String> {
+fn release(conn: &mut Connection, mode: Mode, key: &str, token: &str) -> Result<(), String> {
     let reply = match mode {
         Mode::Wait => redis::cmd("LOCK.RELEASE").arg((key, token)).query(conn),
-        Mode::Poll(_) => redis::cmd("EVALSHA").arg((sha, 1, key, token)).query(conn),
+        Mode::Poll(_) => RELEASE.key(key).arg(token).invoke(conn),
     };
     match reply {
         Ok(1) => Ok(()),
@@ -144,29 +142,23 @@ fn acquire_loop(conn: &mut Connection, mode: Mode, key: &str, sh: &Shared) -> Op
     }
 }
 
-/// What a contention run saw while measuring.
-struct Contention {
-    /// From just before a release is sent to the reply granting the next holder.
-    handoffs: Latency,
-    /// Acquisition commands per second: the load the waiting puts on the server.
-    tries_per_sec: f64,
-    acquisitions_per_client: Vec<u64>,
-}
-
 /// `clients` clients contend for one key: each holder keeps it `HOLD`,
 /// releases and tries again, for `time` or `samples` hand-offs, after a
 /// warm-up that fills the queue. With `rejoin_late` a poller resumes at a
 /// random point of its period after its release (else it mostly takes the
 /// lock back at once, as bsm/redis-lock's clients do: no hand-off to time).
+/// Returns the hand-off latencies (from just before a release is sent to
+/// the reply granting the next holder), the acquisition commands sent per
+/// second (the load the waiting puts on the server) and the acquisitions
+/// per client.
 fn contend(
     url: &str,
-    sha: &str,
     mode: Mode,
     clients: usize,
     time: Duration,
     samples: usize,
     rejoin_late: bool,
-) -> Result<Contention, String> {
+) -> Result<(Latency, f64, Vec<u64>), String> {
     let key = format!("bench:contend:{}:{clients}", mode.label());
     let (sh, barrier) = (Shared::default(), Barrier::new(clients + 1));
     let counts: Vec<AtomicU64> = (0..clients).map(|_| AtomicU64::new(0)).collect();
@@ -178,17 +170,14 @@ fn contend(
                 while let Some(token) = acquire_loop(&mut conn, mode, key, sh) {
                     let last = *sh.last_release.lock().expect("last");
                     if let (Some(t), true) = (last, sh.measuring.load(SeqCst)) {
-                        sh.samples
-                            .lock()
-                            .expect("samples")
-                            .push(t.elapsed().as_secs_f64() * 1e3);
+                        sh.push(t.elapsed().as_secs_f64() * 1e3);
                         count.fetch_add(1, SeqCst);
                     }
                     if !sh.stopped() {
                         thread::sleep(HOLD);
                     }
                     *sh.last_release.lock().expect("last") = Some(Instant::now());
-                    if let Err(e) = release(&mut conn, mode, key, &token, sha) {
+                    if let Err(e) = release(&mut conn, mode, key, &token) {
                         return sh.fail(e);
                     }
                     if let (Mode::Poll(d), true) = (mode, rejoin_late) {
@@ -210,12 +199,8 @@ fn contend(
         sh.stop.store(true, SeqCst);
         (sh.tries.load(SeqCst) - tries) as f64 / start.elapsed().as_secs_f64()
     });
-    let acquisitions_per_client = counts.iter().map(|c| c.load(SeqCst)).collect();
-    Ok(Contention {
-        handoffs: sh.result()?,
-        tries_per_sec,
-        acquisitions_per_client,
-    })
+    let counts = counts.iter().map(|c| c.load(SeqCst)).collect();
+    Ok((sh.result()?, tries_per_sec, counts))
 }
 
 fn unix_ms() -> f64 {
@@ -254,10 +239,7 @@ fn expiry_run(url: &str, mode: Mode, plan: &Plan) -> Result<Latency, String> {
                     if acquire_loop(&mut waiter, mode, &key, sh).is_none() {
                         return;
                     }
-                    sh.samples
-                        .lock()
-                        .expect("samples")
-                        .push((unix_ms() - at as f64).max(0.0));
+                    sh.push((unix_ms() - at as f64).max(0.0));
                     let _: redis::RedisResult<Value> =
                         redis::cmd("DEL").arg(&key).query(&mut waiter);
                 }
@@ -271,7 +253,6 @@ fn expiry_run(url: &str, mode: Mode, plan: &Plan) -> Result<Latency, String> {
 /// bsm/redis-lock's polling at 100 ms (its default) and 10 ms, for reference.
 pub fn contention(report: &mut Report, url: &str, baselines: bool, plan: &Plan) {
     let mut conn = connect(url);
-    let sha = script_load(&mut conn, DEL_SCRIPT);
     let mut modes = vec![Mode::Wait];
     if baselines {
         modes.extend([100, 10].map(|d| Mode::Poll(Duration::from_millis(d))));
@@ -285,35 +266,20 @@ pub fn contention(report: &mut Report, url: &str, baselines: bool, plan: &Plan) 
         };
         for &mode in &modes {
             let run = match waiters {
-                Some(n) => contend(url, &sha, mode, n + 1, plan.run_time, plan.samples, true)
-                    .map(|c| (c.handoffs, thousands(c.tries_per_sec as u64))),
+                Some(n) => contend(url, mode, n + 1, plan.run_time, plan.samples, true)
+                    .map(|(l, rate, _)| (l, thousands(rate as u64))),
                 None => expiry_run(url, mode, plan).map(|l| (l, String::new())),
             };
             let run =
                 run.map_err(|e| report.note(format!("{case}, {}: failed: {e}", mode.label())));
             if let Ok((l, rate)) = &run {
-                let row = [
-                    case.clone(),
-                    mode.label(),
-                    ms(l.p50),
-                    ms(l.p99),
-                    ms(l.max),
-                    l.samples.to_string(),
-                    rate.clone(),
-                ];
-                eprintln!("  {row:?}");
+                let (p50, p99, max, n, mode) =
+                    (ms(l.p50), ms(l.p99), ms(l.max), l.samples, mode.label());
+                let row = format!("{case} | {mode} | {p50} | {p99} | {max} | {n} | {rate}");
                 report.detail(
                     "Hand-off latency",
-                    &[
-                        "case",
-                        "mode",
-                        "p50",
-                        "p99",
-                        "max",
-                        "samples",
-                        "acquire commands/s",
-                    ],
-                    row.to_vec(),
+                    "case | mode | p50 | p99 | max | samples | acquire commands/s",
+                    row,
                 );
             }
             if mode == Mode::Wait {
@@ -338,14 +304,13 @@ pub fn contention(report: &mut Report, url: &str, baselines: bool, plan: &Plan) 
     for &mode in &modes {
         let counts = match contend(
             url,
-            &sha,
             mode,
             FAIRNESS_CLIENTS,
             plan.fairness_time,
             usize::MAX,
             false,
         ) {
-            Ok(c) => c.acquisitions_per_client,
+            Ok((_, _, counts)) => counts,
             Err(e) => {
                 report.note(format!("fairness, {}: failed: {e}", mode.label()));
                 continue;
@@ -356,19 +321,12 @@ pub fn contention(report: &mut Report, url: &str, baselines: bool, plan: &Plan) 
             counts.iter().max().copied().unwrap_or(0),
         );
         let med = median(&counts.iter().map(|c| *c as f64).collect::<Vec<_>>());
-        let never = counts.iter().filter(|c| **c == 0).count();
-        let row = [
-            mode.label(),
-            min.to_string(),
-            med.to_string(),
-            max.to_string(),
-            never.to_string(),
-        ];
-        eprintln!("  fairness {row:?}");
+        let (label, never) = (mode.label(), counts.iter().filter(|c| **c == 0).count());
+        let row = format!("{label} | {min} | {med} | {max} | {never}");
         report.detail(
             &title,
-            &["mode", "min", "median", "max", "clients never served"],
-            row.to_vec(),
+            "mode | min | median | max | clients never served",
+            row,
         );
         if mode == Mode::Wait {
             let what = format!("fairness: fewest ÷ most acquisitions per client, {FAIRNESS_CLIENTS} clients on one key");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::Connection;
 
-use crate::redis_io::{connect, dbsize, flushall, info, pipelined, take, TOKEN};
+use crate::redis_io::{connect, flushall, info, pipelined, take, TOKEN};
 use crate::report::{Report, Target, Unit};
 use crate::stats::thousands;
 
@@ -48,7 +48,8 @@ fn growth(conn: &mut Connection, url: &str, module: bool, n: u64) -> f64 {
         }),
     );
     drop(loader);
-    assert_eq!(dbsize(conn), n, "keys loaded");
+    let keys: u64 = redis::cmd("DBSIZE").query(conn).expect("DBSIZE");
+    assert_eq!(keys, n, "keys loaded");
     used_memory(conn) - before
 }
 
@@ -69,19 +70,16 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
     let lock_growth = growth(&mut big, big_url, true, n);
     let set_growth = growth(&mut small, small_url, false, n);
     flushall(&mut small);
-    let per_key = |g: f64| g / n as f64;
-    eprintln!("  MEMORY USAGE {lock} vs {set} B; {n} keys: {lock_growth} vs {set_growth} B");
-    let header = [
-        "MEMORY USAGE: lock",
-        "SET NX PX key",
-        "used_memory per key: lock",
-        "SET NX PX key",
-    ];
-    let cells = [lock, set, per_key(lock_growth), per_key(set_growth)].map(|b| format!("{b:.0} B"));
+    let (lock_key, set_key) = (lock_growth / n as f64, set_growth / n as f64);
+    let title = format!(
+        "Memory, bytes (24-character tokens; used_memory per key of {})",
+        thousands(n)
+    );
+    let row = format!("{lock} | {set} | {lock_key:.1} | {set_key:.1}");
     report.detail(
-        &format!("Memory (24-character tokens; {} keys)", thousands(n)),
-        &header,
-        cells.to_vec(),
+        &title,
+        "MEMORY USAGE: lock | SET NX PX key | used_memory: lock | SET NX PX key",
+        row,
     );
     let what = "memory: `MEMORY USAGE` of a held lock − a `SET NX PX` key, same token";
     report.figure(
@@ -92,7 +90,7 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         lock - set,
     );
     let what = format!(
-        "memory: `used_memory` growth per key with {} locks − with as many `SET NX PX` keys",
+        "memory: `used_memory` per key, {} locks − as many `SET NX PX` keys",
         thousands(n)
     );
     report.figure(
@@ -100,6 +98,6 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         &what,
         Unit::Bytes,
         Some(Target::AtMost(16.0)),
-        per_key(lock_growth - set_growth),
+        lock_key - set_key,
     );
 }

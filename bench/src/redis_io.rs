@@ -2,11 +2,17 @@
 //! loading, and bsm/redis-lock's release script.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use redis::{Cmd, Connection, Value};
+use redis::{Cmd, Connection, Script, Value};
 
-/// bsm/redis-lock's release script (compare-and-delete), verbatim.
-pub const DEL_SCRIPT: &str = r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
+/// bsm/redis-lock's release script (compare-and-delete), verbatim;
+/// `invoke` loads it where it is missing.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#,
+    )
+});
 
 /// A token shaped like bsm/redis-lock's (16 random bytes, base64url, 24 chars).
 pub const TOKEN: &str = "kZ4bNcP1X7vQm2LrT8sYwA==";
@@ -26,13 +32,13 @@ pub fn info(conn: &mut Connection, section: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Counters of one phase: `INFO commandstats` and the module's `lock_stats`
-/// (calls, µs and the grant/refusal mix), as differences of two snapshots.
+/// `INFO commandstats` counters of one phase, as differences of two
+/// snapshots: `{command}.calls` and `{command}.usec`.
 #[derive(Default)]
 pub struct Delta(HashMap<String, f64>);
 
 impl Delta {
-    fn snapshot(conn: &mut Connection) -> Delta {
+    fn snapshot(conn: &mut Connection) -> HashMap<String, f64> {
         let mut m = HashMap::new();
         for (k, v) in info(conn, "commandstats") {
             let Some(cmd) = k.strip_prefix("cmdstat_") else {
@@ -44,40 +50,29 @@ impl Delta {
                 }
             }
         }
-        for (k, v) in info(conn, "lock_stats") {
-            if let Ok(n) = v.parse() {
-                m.insert(k, n);
-            }
-        }
-        Delta(m)
+        m
     }
 
     /// Runs `phase` between two snapshots of `conn`'s server.
-    pub fn of<T>(conn: &mut Connection, phase: impl FnOnce() -> T) -> (Delta, T) {
+    pub fn of(conn: &mut Connection, phase: impl FnOnce(&mut Connection)) -> Delta {
         let before = Delta::snapshot(conn);
-        let out = phase();
+        phase(conn);
         let mut after = Delta::snapshot(conn);
-        for (k, v) in after.0.iter_mut() {
-            *v -= before.0.get(k).copied().unwrap_or(0.0);
-        }
-        (after, out)
-    }
-
-    /// A counter's change, e.g. `lock.acquire.calls` or `lock_acquired`.
-    pub fn get(&self, name: &str) -> f64 {
-        self.0.get(name).copied().unwrap_or(0.0)
+        after
+            .iter_mut()
+            .for_each(|(k, v)| *v -= before.get(k).copied().unwrap_or(0.0));
+        Delta(after)
     }
 
     /// Server µs per call of `cmd` (lower case, as in commandstats).
     pub fn us(&self, cmd: &str) -> f64 {
-        self.get(&format!("{cmd}.usec")) / self.get(&format!("{cmd}.calls"))
-    }
-
-    /// The module's mix of ACQUIRE outcomes, e.g. "10% granted, 90% refused".
-    pub fn acquire_mix(&self) -> String {
-        let [g, n, f] = ["lock_acquired", "lock_renewed", "lock_refused"].map(|k| self.get(k));
-        let pct = |x: f64| format!("{:.0}%", 100.0 * x / (g + n + f).max(1.0));
-        format!("{} granted, {} renewed, {} refused", pct(g), pct(n), pct(f))
+        let get = |field: &str| {
+            self.0
+                .get(&format!("{cmd}.{field}"))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        get("usec") / get("calls")
     }
 }
 
@@ -115,21 +110,9 @@ pub fn hold(conn: &mut Connection, module: bool, prefix: &str, n: u64, ttl_ms: u
     );
 }
 
-pub fn script_load(conn: &mut Connection, script: &str) -> String {
-    redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(script)
-        .query(conn)
-        .expect("SCRIPT LOAD")
-}
-
 pub fn flushall(conn: &mut Connection) {
     let _: () = redis::cmd("FLUSHALL")
         .arg("SYNC")
         .query(conn)
         .expect("FLUSHALL");
-}
-
-pub fn dbsize(conn: &mut Connection) -> u64 {
-    redis::cmd("DBSIZE").query(conn).expect("DBSIZE")
 }

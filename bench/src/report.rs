@@ -83,8 +83,8 @@ pub struct Report {
     /// The servers measured, e.g. "Redis 7.0.15"; the last is the current one.
     pub servers: Vec<String>,
     rows: Vec<Row>,
-    /// Title, header, rows.
-    details: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
+    /// Title, header, rows: cells separated by " | ".
+    details: Vec<(String, String, Vec<String>)>,
     notes: Vec<String>,
 }
 
@@ -136,18 +136,16 @@ impl Report {
         }
     }
 
-    /// Adds a row, after a column naming the current server, to the detail
-    /// table `title` (created with `header` on first use).
-    pub fn detail(&mut self, title: &str, header: &[&str], cells: Vec<String>) {
+    /// Adds a row (cells separated by " | "), after a column naming the
+    /// current server, to the detail table `title` (created with `header`,
+    /// written the same way, on first use).
+    pub fn detail(&mut self, title: &str, header: &str, row: String) {
+        eprintln!("  {row}");
         if !self.details.iter().any(|d| d.0 == title) {
-            let header = ["server"]
-                .iter()
-                .chain(header)
-                .map(|h| h.to_string())
-                .collect();
-            self.details.push((title.into(), header, Vec::new()));
+            self.details
+                .push((title.into(), format!("server | {header}"), Vec::new()));
         }
-        let row = [vec![self.current()], cells].concat();
+        let row = format!("{} | {row}", self.current());
         self.details
             .iter_mut()
             .find(|d| d.0 == title)
@@ -202,7 +200,9 @@ impl Report {
             out += &format!("\nNotes:\n- {}\n", self.notes.join("\n- "));
         }
         for (title, header, rows) in &self.details {
-            out += &format!("\n### {title}\n\n{}", table(header, rows));
+            let split = |r: &String| r.split(" | ").map(String::from).collect::<Vec<_>>();
+            let rows: Vec<_> = rows.iter().map(split).collect();
+            out += &format!("\n### {title}\n\n{}", table(&split(header), &rows));
         }
         out
     }
@@ -221,7 +221,7 @@ mod tests {
         r.servers.push("B".into());
         r.figure("1", "x ÷ y", Unit::Ratio, Some(Target::AtMost(1.0)), 0.5);
         r.figure("2", "bytes", Unit::Bytes, None, 8.0);
-        r.detail("D", &["k"], vec!["v".into()]);
+        r.detail("D", "k | l", "v | w".into());
         let md = r.markdown();
         assert!(
             md.contains("| 1 | x ÷ y | ≤ 1.00× | 1.25× **MISSED** | 0.50× met |"),
@@ -233,6 +233,9 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Targets: 1 met, 2 not met."), "{md}");
-        assert!(md.contains("| server | k |\n|---|---|\n| B | v |"), "{md}");
+        assert!(
+            md.contains("| server | k | l |\n|---|---|---|\n| B | v | w |"),
+            "{md}"
+        );
     }
 }

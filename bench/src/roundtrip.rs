@@ -123,7 +123,8 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize) {
         let r = rates(url, conns, per_kind);
         // Two round trips per cycle: PING ÷ 2 is the ceiling.
         let of_ceiling = |v: f64| format!("{} ({:.0}%)", thousands(v as u64), 200.0 * v / r[0]);
-        let cells: Vec<String> = r.iter().map(|v| of_ceiling(*v)).collect();
+        let mut cells: Vec<String> = r.iter().map(|v| of_ceiling(*v)).collect();
+        cells[0] = thousands(r[0] as u64);
         report.detail(TITLE, &header, format!("{conns} | {}", cells.join(" | ")));
         for (i, c) in CONTENDERS
             .iter()

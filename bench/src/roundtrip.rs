@@ -20,7 +20,7 @@ enum Contender {
     Ping,
     /// The client crate's `Locker`: `lock()` + `unlock()`.
     Locker,
-    // NEW CLIENT API (bsm/redislock-style obtain + release): add a variant
+    // NEW CLIENT API (bsm/redis-lock-style obtain + release): add a variant
     // here, to `CONTENDERS`, and its cycle in `run_slice`; its column, its
     // rows in the summary (against `SetNxEvalsha`) and its label follow.
     /// bsm/redis-lock's way: `SET key token NX PX 5000`, then `EVALSHA` of its release script.

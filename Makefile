@@ -20,7 +20,7 @@ SERVER_SUITE ?= --workspace --test '*'
 # Every test binary runs even after one fails.
 TEST_FLAGS ?= --no-fail-fast
 
-.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench example clean test-examples
+.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench callgrind example clean test-examples
 
 all: build ## build the module (target/release/liblock.so)
 
@@ -96,6 +96,10 @@ bench: build deps-redis8 deps-valkey ## the benchmark on all three servers (~10 
 	@command -v redis-benchmark >/dev/null 2>&1 || { echo "make: redis-benchmark is missing (Debian/Ubuntu: apt-get install redis-tools)"; exit 1; }
 	LOCK_MODULE=$(abspath $(MODULE)) $(CARGO) run --release -p lock-bench -- \
 	  $(REDIS_SERVER) $$($(DEPS) redis8) $$($(DEPS) valkey)
+
+callgrind: build deps-redis8 deps-valkey ## instructions per call of each LOCK.* path vs its native command (valgrind)
+	@command -v valgrind >/dev/null 2>&1 || { echo "make: valgrind is missing (Debian/Ubuntu: apt-get install valgrind)"; exit 1; }
+	scripts/callgrind.py $(abspath $(MODULE)) $(REDIS_SERVER) $$($(DEPS) redis8) $$($(DEPS) valkey)
 
 lint: deps ## cargo fmt --check, clippy -D warnings, rustdoc without warnings
 	$(CARGO) fmt --all -- --check

@@ -107,7 +107,7 @@ def measure(server, module):
         ["valgrind", "--tool=callgrind", "--collect-atstart=no",
          "--toggle-collect=processCommand", f"--callgrind-out-file={out}",
          server, "--port", str(port), "--bind", "127.0.0.1", "--dir", work,
-         "--save", "", "--appendonly", "yes", "--appendfsync", "no",
+         "--save", "", "--appendonly", os.environ.get("AOF", "yes"), "--appendfsync", "no",
          "--loadmodule", module],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -160,7 +160,7 @@ def last_dump_instructions(out):
 def main():
     module = os.path.abspath(sys.argv[1])
     servers = sys.argv[2:] or ["redis-server"]
-    print(f"Instructions per call inside processCommand (callgrind, {CALLS} calls per path, AOF on)")
+    print(f"Instructions per call inside processCommand (callgrind, {CALLS} calls per path, appendonly {os.environ.get('AOF', 'yes')})")
     for server in servers:
         version, rows = measure(server, module)
         print(f"\n{version}\n")

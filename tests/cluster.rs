@@ -596,10 +596,11 @@ fn unplanned_failover_keeps_every_acknowledged_lock() {
     let started = Instant::now();
     let mut cluster = Cluster::start(2_000);
     let client = cluster_client(&cluster);
-    let mut admin = cluster.node(0).conn();
     let owners = cluster.slot_owners();
     let masters = cluster.masters();
     let (old, ref replicas) = masters[0];
+    // Asks for key slots; not the node to be killed.
+    let mut admin = cluster.node(masters[1].0).conn();
     let new = replicas[0];
     let mut m = cluster.node(old).conn();
     let mut r = cluster.node(new).conn();

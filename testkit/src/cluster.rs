@@ -288,3 +288,24 @@ impl Cluster {
         });
     }
 }
+
+impl Drop for Cluster {
+    /// A failed test shows the end of every node's log (the nodes and their
+    /// directories go with the cluster).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let lines = n.log_lines();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- node {i} ({}, {}) log, last {} lines ---\n{}",
+                n.addr(),
+                self.ids[i],
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}

@@ -527,7 +527,8 @@ fn planned_failover_keeps_every_lock_and_sends_waiters_to_the_new_master() {
     // leave), and it has no waiter left.
     let after = lock_stats(&mut m);
     let delta = |name: &str| after[name] - before[name];
-    let sent_away = delta("wait_disconnects") + delta("wait_redirects");
+    let (disconnected, redirected) = (delta("wait_disconnects"), delta("wait_redirects"));
+    let sent_away = disconnected + redirected;
     let granted_there = delta("handoffs");
     assert_eq!(sent_away + granted_there, (HELD_WAITED + EXPIRING) as u64);
     assert!(sent_away >= HELD_WAITED as u64, "{sent_away} sent away");
@@ -584,7 +585,8 @@ fn planned_failover_keeps_every_lock_and_sends_waiters_to_the_new_master() {
     }
     println!(
         "planned failover: {} locks on the moved slots kept; {sent_away} waiters sent away \
-         ({errors:?}), {granted_there} granted by the old master before its pause; \
+         ({disconnected} seen leaving by the module, {redirected} answered by it; {errors:?}), \
+         {granted_there} granted by the old master before its pause; \
          failover {took:?}, test {:?}",
         on_old.len(),
         started.elapsed()
@@ -874,5 +876,44 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
          test {:?}",
         3 * KEYS,
         started.elapsed()
+    );
+}
+
+/// Known limit, kept as a test to turn on when it is fixed: a node raises
+/// its fence floor (clock + `lock.fence-margin`) when it starts or is
+/// promoted, but not when it starts serving a slot another node served.
+/// Here a master just promoted (its fences are its clock + 10 s for 10 s)
+/// grants and releases a key; the key's empty slot moves to another master
+/// (`CLUSTER SETSLOT … NODE`), whose next fence for that key follows its
+/// clock: about 10 s lower. No clock is skewed.
+#[test]
+#[ignore = "known limit: no fence floor when a node starts serving a slot (README, Redis Cluster)"]
+fn fences_keep_increasing_when_an_empty_slot_moves() {
+    let cluster = Cluster::start(5_000);
+    let masters = cluster.masters();
+    let a = masters[0].1[0];
+    let b = masters[1].0;
+    let (mut ca, mut cb) = (cluster.node(a).conn(), cluster.node(b).conn());
+    assert_eq!(cmd(&mut ca, ("CLUSTER", "FAILOVER")), Value::Okay);
+    wait_for(Duration::from_secs(60), "the promotion", || {
+        (role(&mut ca) == "master").then_some(())
+    });
+    cluster.wait_converged();
+    let owners = cluster.slot_owners();
+    let key = keys_on(&mut cb, &owners, a, "moved", 1).remove(0);
+    let sl = slot(&mut cb, &key);
+    let before = must_acquire(&mut ca, key.as_bytes(), b"first", 60_000);
+    assert_eq!(release(&mut ca, key.as_bytes(), b"first"), 1);
+    let (a_id, b_id) = (cluster.id(a).to_owned(), cluster.id(b).to_owned());
+    cmd(&mut cb, ("CLUSTER", "SETSLOT", sl, "IMPORTING", &a_id));
+    cmd(&mut ca, ("CLUSTER", "SETSLOT", sl, "MIGRATING", &b_id));
+    for (i, _) in &cluster.masters() {
+        let mut c = cluster.node(*i).conn();
+        cmd(&mut c, ("CLUSTER", "SETSLOT", sl, "NODE", &b_id));
+    }
+    let after = must_acquire(&mut cb, key.as_bytes(), b"second", 60_000);
+    assert!(
+        after > before,
+        "the fence went back from {before} to {after}"
     );
 }

@@ -73,6 +73,9 @@ pub fn parse_nodes(raw: &str) -> Vec<NodeView> {
         .collect()
 }
 
+/// A node's place in the cluster: master, its master's id, its slots.
+type Role = (bool, Option<String>, Vec<(u16, u16)>);
+
 /// A running cluster; every node is killed on drop.
 pub struct Cluster {
     nodes: Vec<Server>,
@@ -236,7 +239,7 @@ impl Cluster {
                     return None;
                 }
                 let view = self.view_of(i);
-                let live: BTreeMap<String, (bool, Option<String>, Vec<(u16, u16)>)> = view
+                let live: BTreeMap<String, Role> = view
                     .iter()
                     .filter(|n| !n.failing)
                     .map(|n| {

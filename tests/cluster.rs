@@ -879,15 +879,13 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
     );
 }
 
-/// Known limit, kept as a test to turn on when it is fixed: a node raises
-/// its fence floor (clock + `lock.fence-margin`) when it starts or is
-/// promoted, but not when it starts serving a slot another node served.
+/// A node raises its fence floor (clock + `lock.fence-margin`) when it
+/// starts, is promoted, or is handed slots (`CLUSTER SETSLOT … NODE`).
 /// Here a master just promoted (its fences are its clock + 10 s for 10 s)
-/// grants and releases a key; the key's empty slot moves to another master
-/// (`CLUSTER SETSLOT … NODE`), whose next fence for that key follows its
-/// clock: about 10 s lower. No clock is skewed.
+/// grants and releases a key; the key's empty slot moves to another master,
+/// whose next fence must still be larger (without the floor it follows its
+/// clock: about 10 s lower). No clock is skewed.
 #[test]
-#[ignore = "known limit: no fence floor when a node starts serving a slot (README, Redis Cluster)"]
 fn fences_keep_increasing_when_an_empty_slot_moves() {
     let cluster = Cluster::start(5_000);
     let masters = cluster.masters();

@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use crate::cancel::CancelHandle;
 use crate::commands;
 use crate::core::{Action, LockOp, LockState};
-use crate::error::{Error, Result};
+use crate::error::{AckStep, Error, Result};
 use crate::loss::{LossReason, LossSignal};
-use crate::options::Options;
+use crate::options::{Options, ReplicaAck};
 use crate::wait_conn::{WaitConnections, WAIT_REPLY_MARGIN};
 use crate::watchdog::{follow_relock, PanicReport, RenewPlan, Renewer, Step};
 
@@ -79,9 +79,12 @@ impl<C: ConnectionLike + Send + 'static> Drop for PendingRelease<C> {
 
 /// Sends `cmd` on `conn` (within `limit`), releasing `release` if the
 /// future is dropped or `cancel` fires first; `None` when cancelled.
+/// With `ack`, the acknowledgement is pipelined after `cmd` and the reply
+/// is the array of both replies.
 async fn send_on<K>(
     conn: &mut K,
     cmd: &Cmd,
+    ack: Option<&ReplicaAck>,
     release: Option<Cmd>,
     cancel: Option<&CancelHandle>,
     limit: Option<Duration>,
@@ -93,7 +96,17 @@ where
         armed: release.map(|cmd| (conn.clone(), cmd)),
     };
     let request = async {
-        let request = conn.req_packed_command(cmd);
+        let request = async {
+            match ack {
+                None => conn.req_packed_command(cmd).await,
+                Some(ack) => {
+                    let pipe = commands::acked(cmd, ack);
+                    conn.req_packed_commands(&pipe, 0, 2)
+                        .await
+                        .map(Value::Array)
+                }
+            }
+        };
         match limit {
             None => request.await,
             Some(limit) => match tokio::time::timeout(limit, request).await {
@@ -119,9 +132,10 @@ where
 }
 
 /// A server-side wait, on a connection of its own from `waits`.
-async fn send_waiting(
+pub(crate) async fn send_waiting(
     waits: &WaitConnections,
     cmd: &Cmd,
+    ack: Option<&ReplicaAck>,
     wait: Duration,
     release: Option<Cmd>,
     cancel: Option<&CancelHandle>,
@@ -130,9 +144,11 @@ async fn send_waiting(
         Ok(c) => c,
         Err(e) => return Some(Err(e)),
     };
+    let wait = wait.saturating_add(ack.map_or(Duration::ZERO, ReplicaAck::timeout));
     let reply = send_on(
         &mut conn,
         cmd,
+        ack,
         release,
         cancel,
         Some(wait.saturating_add(WAIT_REPLY_MARGIN)),
@@ -146,6 +162,39 @@ async fn send_waiting(
     Some(reply)
 }
 
+/// Sends `cmd` (a lock command) with its acknowledgement on a wait
+/// connection: the lock command's reply and the acknowledgement's.
+pub(crate) async fn send_acked(
+    waits: Option<&WaitConnections>,
+    cmd: &Cmd,
+    ack: &ReplicaAck,
+) -> Result<(RedisResult<Value>, RedisResult<Value>)> {
+    let waits = waits.ok_or(Error::AckNeedsOwnConnection)?;
+    let reply = send_waiting(waits, cmd, Some(ack), Duration::ZERO, None, None)
+        .await
+        .unwrap_or_else(|| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "cancelled",
+            )))
+        });
+    Ok(commands::split_acked(reply.and_then(|v| match v {
+        Value::Array(items) => Ok(items),
+        other => Ok(vec![other]),
+    })))
+}
+
+/// An acknowledged release: `Ok` when released and acknowledged.
+pub(crate) async fn send_acked_release(
+    waits: Option<&WaitConnections>,
+    cmd: &Cmd,
+    ack: &ReplicaAck,
+) -> Result<()> {
+    let (reply, ack_reply) = send_acked(waits, cmd, ack).await?;
+    commands::unlock_result(reply)?;
+    commands::check_ack(ack, AckStep::Release, ack_reply)
+}
+
 /// The async driver of the shared [`LockOp`]: waits go on `waits` (the
 /// op never asks for one without), everything else on `conn`.
 pub(crate) async fn drive<C>(
@@ -157,21 +206,35 @@ pub(crate) async fn drive<C>(
 where
     C: ConnectionLike + Clone + Send + 'static,
 {
+    if state.options.replica_ack.is_some() && waits.is_none() {
+        return Err(Error::AckNeedsOwnConnection);
+    }
     let (mut op, mut action) = LockOp::start(state, Instant::now());
     loop {
         action = match action {
-            Action::Send { cmd, blocking } => {
+            Action::Send { cmd, blocking, ack } => {
                 let release = op.unsettled_token().map(|t| state.release_cmd(t));
-                let reply = match (blocking, waits) {
-                    (Some(wait), Some(waits)) => {
-                        send_waiting(waits, &cmd, wait, release, cancel).await
+                let reply = match (blocking, ack, waits) {
+                    (Some(_), _, Some(waits)) | (_, Some(_), Some(waits)) => {
+                        let wait = blocking.unwrap_or(Duration::ZERO);
+                        send_waiting(waits, &cmd, ack.as_ref(), wait, release, cancel).await
                     }
-                    _ => send_on(conn, &cmd, release, cancel, None).await,
+                    _ => send_on(conn, &cmd, None, release, cancel, None).await,
                 };
                 let Some(reply) = reply else {
                     return Err(Error::Cancelled);
                 };
-                op.on_reply(state, reply, Instant::now())
+                match ack {
+                    None => op.on_reply(state, reply, Instant::now()),
+                    Some(ack) => {
+                        let (reply, ack_reply) =
+                            commands::split_acked(reply.and_then(|v| match v {
+                                Value::Array(items) => Ok(items),
+                                other => Ok(vec![other]),
+                            }));
+                        op.on_acked_reply(state, reply, ack_reply, &ack, Instant::now())
+                    }
+                }
             }
             Action::Sleep(d) => {
                 let sleep = tokio::time::sleep(d);
@@ -317,10 +380,18 @@ where
     /// Releases the lock if it is still ours: see
     /// [`Locker::unlock`](crate::Locker::unlock). Always clears the local
     /// state (as soon as the future is first polled).
+    ///
+    /// With [`Options::replica_ack`] the release is acknowledged on a wait
+    /// connection: [`Error::NotAcknowledged`] when it was released on the
+    /// master but not acknowledged in time.
     pub async fn unlock(&mut self) -> Result<()> {
-        match self.state.take_unlock_cmd() {
-            Some(cmd) => commands::unlock_result(self.conn.req_packed_command(&cmd).await),
-            None => Err(Error::UnlockFailed),
+        let ack = self.state.options.replica_ack;
+        let Some(cmd) = self.state.take_unlock_cmd() else {
+            return Err(Error::UnlockFailed);
+        };
+        match ack {
+            None => commands::unlock_result(self.conn.req_packed_command(&cmd).await),
+            Some(ack) => send_acked_release(self.waits.as_ref(), &cmd, &ack).await,
         }
     }
 
@@ -419,7 +490,7 @@ pub(crate) struct AsyncWatchdog {
 }
 
 impl AsyncWatchdog {
-    pub(crate) fn spawn<C>(mut conn: C, plan: RenewPlan) -> Self
+    pub(crate) fn spawn<C>(mut conn: C, waits: Option<WaitConnections>, plan: RenewPlan) -> Self
     where
         C: ConnectionLike + Send + 'static,
     {
@@ -435,10 +506,26 @@ impl AsyncWatchdog {
                         tokio::time::sleep(d).await;
                         renewer.on_slept(Instant::now())
                     }
-                    Step::Send(cmd) => {
-                        let reply = conn.req_packed_command(&cmd).await;
-                        renewer.on_reply(reply, Instant::now())
-                    }
+                    Step::Send(cmd) => match renewer.pending_ack() {
+                        None => {
+                            let reply = conn.req_packed_command(&cmd).await;
+                            renewer.on_reply(reply, Instant::now())
+                        }
+                        // On a wait connection, never on the shared one.
+                        Some(ack) => match send_acked(waits.as_ref(), &cmd, &ack).await {
+                            Ok((reply, ack_reply)) => {
+                                renewer.on_acked_reply(reply, ack_reply, Instant::now())
+                            }
+                            Err(e) => renewer.on_reply(
+                                Err(redis::RedisError::from((
+                                    redis::ErrorKind::Client,
+                                    "replica acknowledgement",
+                                    e.to_string(),
+                                ))),
+                                Instant::now(),
+                            ),
+                        },
+                    },
                     Step::Stop => return,
                 }
             }
@@ -530,7 +617,8 @@ where
         if let Some(hold) = &self.locker.state.hold {
             let plan = RenewPlan::new(&self.locker.state, hold);
             let conn = self.locker.conn.clone();
-            self.watchdog = Some(AsyncWatchdog::spawn(conn, plan));
+            let waits = self.locker.waits.clone();
+            self.watchdog = Some(AsyncWatchdog::spawn(conn, waits, plan));
         }
     }
 

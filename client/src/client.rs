@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 
-use crate::aio::{drive, spawn_send, AsyncWatchdog};
+use crate::aio::{drive, send_acked, send_acked_release, spawn_send, AsyncWatchdog};
 use crate::commands;
 use crate::core::{Hold, LockState};
-use crate::error::{Error, Result};
+use crate::error::{AckStep, Error, Result};
 use crate::loss::{LossReason, LossSignal};
-use crate::options::{ceil_ms, Options, DEFAULT_SERVER_WAIT_SLICE};
+use crate::options::{ceil_ms, Options, ReplicaAck, DEFAULT_SERVER_WAIT_SLICE};
 use crate::retry::{NoRetry, Retry};
 use crate::wait_conn::WaitConnections;
 use crate::watchdog::RenewPlan;
@@ -40,6 +40,7 @@ pub struct ObtainOptions {
     metadata: Option<Vec<u8>>,
     wait_in_server: bool,
     server_wait_slice: Duration,
+    replica_ack: Option<ReplicaAck>,
 }
 
 impl fmt::Debug for ObtainOptions {
@@ -55,6 +56,7 @@ impl fmt::Debug for ObtainOptions {
             )
             .field("wait_in_server", &self.wait_in_server)
             .field("server_wait_slice", &self.server_wait_slice)
+            .field("replica_ack", &self.replica_ack)
             .finish()
     }
 }
@@ -68,6 +70,7 @@ impl Default for ObtainOptions {
             metadata: None,
             wait_in_server: true,
             server_wait_slice: DEFAULT_SERVER_WAIT_SLICE,
+            replica_ack: None,
         }
     }
 }
@@ -113,6 +116,18 @@ impl ObtainOptions {
     /// has wait connections (default true).
     pub fn wait_in_server(mut self, wait: bool) -> Self {
         self.wait_in_server = wait;
+        self
+    }
+
+    /// Count the lock as obtained only once replicas acknowledged it (see
+    /// [`ReplicaAck`]); its [`Lock::refresh`] and [`Lock::release`] are
+    /// acknowledged too. Default: no acknowledgement. Needs
+    /// [`LockClient::with_wait_connections`]: the `WAIT` goes on a
+    /// connection of its own, never on the shared one
+    /// ([`Error::AckNeedsOwnConnection`] without). Not acknowledged in
+    /// time: [`Error::NotAcknowledged`], and the lock is released.
+    pub fn replica_ack(mut self, ack: ReplicaAck) -> Self {
+        self.replica_ack = Some(ack);
         self
     }
 
@@ -200,6 +215,7 @@ where
                 token_prefix: options.token_prefix.clone(),
                 wait_in_server: options.wait_in_server,
                 server_wait_slice: options.server_wait_slice,
+                replica_ack: options.replica_ack,
                 ..Options::default()
             }
             .normalize(),
@@ -215,6 +231,8 @@ where
         match state.hold.take() {
             Some(hold) if obtained => Ok(Lock {
                 conn,
+                waits: self.waits.clone(),
+                ack: options.replica_ack,
                 key: state.key,
                 metadata: state.meta,
                 ttl: state.options.lock_timeout,
@@ -230,6 +248,8 @@ where
 /// (it expires after its time to live); [`guard`](Self::guard) does.
 pub struct Lock<C = redis::aio::MultiplexedConnection> {
     conn: C,
+    waits: Option<WaitConnections>,
+    ack: Option<ReplicaAck>,
     key: Vec<u8>,
     metadata: Option<Vec<u8>>,
     ttl: Duration,
@@ -282,26 +302,44 @@ where
 
     /// Extends the lock to expire `ttl` from now (`LOCK.EXTEND`);
     /// [`Error::NotHeld`] when it is no longer ours. It never re-creates a
-    /// lock that lapsed. Later guards renew for this `ttl`.
+    /// lock that lapsed. Later guards renew for this `ttl`. With
+    /// [`ObtainOptions::replica_ack`], [`Error::NotAcknowledged`] when the
+    /// renewal was not acknowledged in time (the lock is still held on the
+    /// master, with the new time to live).
     pub async fn refresh(&mut self, ttl: Duration) -> Result<()> {
         let cmd = commands::extend(&self.key, &self.hold.token, ceil_ms(ttl));
         let sent = Instant::now();
-        let reply = self.conn.clone().req_packed_command(&cmd).await;
+        let (reply, ack_reply) = match &self.ack {
+            None => (self.conn.clone().req_packed_command(&cmd).await, None),
+            Some(ack) => {
+                let (reply, ack_reply) = send_acked(self.waits.as_ref(), &cmd, ack).await?;
+                (reply, Some((ack, ack_reply)))
+            }
+        };
         match reply.and_then(commands::parse_fence)? {
             Some(f) if f == self.hold.fence => {
                 self.hold.sent = sent;
                 self.ttl = ttl;
-                Ok(())
+                match ack_reply {
+                    Some((ack, r)) => commands::check_ack(ack, AckStep::Renew, r),
+                    None => Ok(()),
+                }
             }
             _ => Err(Error::NotHeld),
         }
     }
 
     /// Releases the lock (`LOCK.RELEASE`); [`Error::NotHeld`] when it was
-    /// no longer ours, in which case nothing changed on the server.
+    /// no longer ours, in which case nothing changed on the server. With
+    /// [`ObtainOptions::replica_ack`], [`Error::NotAcknowledged`] when it was
+    /// released on the master but the release was not acknowledged in time.
     pub async fn release(&self) -> Result<()> {
         let cmd = commands::release(&self.key, &self.hold.token);
-        match commands::unlock_result(self.conn.clone().req_packed_command(&cmd).await) {
+        let result = match &self.ack {
+            None => commands::unlock_result(self.conn.clone().req_packed_command(&cmd).await),
+            Some(ack) => send_acked_release(self.waits.as_ref(), &cmd, ack).await,
+        };
+        match result {
             Err(Error::UnlockFailed) => Err(Error::NotHeld),
             other => other,
         }
@@ -320,8 +358,8 @@ where
     /// (`LOCK.EXTEND`, on a clone of the connection) and reports a loss
     /// ([`LossSignal`]). Needs a tokio runtime.
     pub fn guard_with_watchdog(self) -> LockHandleGuard<C> {
-        let plan = RenewPlan::of(&self.key, &self.hold, self.ttl);
-        let watchdog = AsyncWatchdog::spawn(self.conn.clone(), plan);
+        let plan = RenewPlan::of(&self.key, &self.hold, self.ttl).with_ack(self.ack);
+        let watchdog = AsyncWatchdog::spawn(self.conn.clone(), self.waits.clone(), plan);
         LockHandleGuard {
             lock: self,
             watchdog: Some(watchdog),

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{AckStep, Error, Result};
+use crate::options::{ceil_ms, ReplicaAck};
 
 /// `LOCK.ACQUIRE key token ms [META meta] [WAIT wait_ms]`.
 pub(crate) fn acquire(
@@ -52,6 +53,98 @@ pub(crate) fn info(key: &[u8]) -> Cmd {
     let mut cmd = redis::cmd("LOCK.INFO");
     cmd.arg(key);
     cmd
+}
+
+/// `WAIT replicas timeout` or `WAITAOF local replicas timeout`.
+pub(crate) fn ack(ack: &ReplicaAck) -> Cmd {
+    match *ack {
+        ReplicaAck::Replicas { replicas, timeout } => {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(replicas).arg(ceil_ms(timeout));
+            cmd
+        }
+        ReplicaAck::Aof {
+            local,
+            replicas,
+            timeout,
+        } => {
+            let mut cmd = redis::cmd("WAITAOF");
+            cmd.arg(u32::from(local))
+                .arg(replicas)
+                .arg(ceil_ms(timeout));
+            cmd
+        }
+    }
+}
+
+/// `lock_cmd` followed by the acknowledgement, as one pipeline.
+pub(crate) fn acked(lock_cmd: &Cmd, ack: &ReplicaAck) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.add_command(lock_cmd.clone())
+        .add_command(self::ack(ack));
+    pipe
+}
+
+/// Splits a pipeline's replies into the lock command's and the
+/// acknowledgement's.
+pub(crate) fn split_acked(
+    reply: RedisResult<Vec<Value>>,
+) -> (RedisResult<Value>, RedisResult<Value>) {
+    match reply {
+        Ok(mut v) if v.len() == 2 => {
+            let ack = v.pop().unwrap_or(Value::Nil);
+            let lock = v.pop().unwrap_or(Value::Nil);
+            let ack = match ack {
+                Value::ServerError(e) => Err(e.into()),
+                other => Ok(other),
+            };
+            (Ok(lock), ack)
+        }
+        Ok(v) => {
+            let e = unexpected("WAIT", &Value::Array(v));
+            (Err(e.clone()), Err(e))
+        }
+        Err(e) => (Err(e.clone()), Err(e)),
+    }
+}
+
+/// The outcome of the acknowledgement of `step`: `Ok` when enough
+/// replicas acknowledged.
+pub(crate) fn check_ack(ack: &ReplicaAck, step: AckStep, reply: RedisResult<Value>) -> Result<()> {
+    let n = |v: &Value| match v {
+        Value::Int(n) => Some((*n).clamp(0, u32::MAX as i64) as u32),
+        _ => None,
+    };
+    // WAITAOF answers [local, replicas]: a required local fsync that is
+    // missing fails even when more replicas than asked acknowledged.
+    let (acknowledged, ok) = match (ack, reply?) {
+        (ReplicaAck::Replicas { replicas, .. }, v) => match n(&v) {
+            Some(a) => (a, a >= *replicas),
+            None => return Err(unexpected("WAIT", &v).into()),
+        },
+        (
+            ReplicaAck::Aof {
+                local, replicas, ..
+            },
+            Value::Array(items),
+        ) if items.len() == 2 => match (n(&items[0]), n(&items[1])) {
+            (Some(l), Some(r)) => {
+                let local_ok = !*local || l >= 1;
+                let counted = r.min(*replicas).saturating_add(u32::from(*local && l >= 1));
+                (counted, local_ok && r >= *replicas)
+            }
+            _ => return Err(unexpected("WAITAOF", &Value::Array(items)).into()),
+        },
+        (_, other) => return Err(unexpected("WAITAOF", &other).into()),
+    };
+    if !ok {
+        return Err(Error::NotAcknowledged {
+            step,
+            acknowledged,
+            wanted: ack.wanted(),
+        });
+    }
+    Ok(())
 }
 
 fn unexpected(command: &'static str, v: &Value) -> RedisError {

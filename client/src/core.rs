@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, RedisResult, Value};
 
 use crate::commands;
-use crate::error::{is_server_reply, is_wait_unsupported, Error, Result};
-use crate::options::{ceil_ms, Options};
+use crate::error::{is_server_reply, is_wait_unsupported, AckStep, Error, Result};
+use crate::options::{ceil_ms, Options, ReplicaAck};
 use crate::retry::{OptionsRetry, Retry};
 use crate::token::new_token;
 
@@ -179,6 +179,9 @@ pub(crate) enum Action {
     Send {
         cmd: Cmd,
         blocking: Option<Duration>,
+        /// Pipeline this acknowledgement after `cmd` on the same connection
+        /// and pass both replies to [`LockOp::on_acked_reply`].
+        ack: Option<ReplicaAck>,
     },
     /// Sleep this long (unless cancelled), then call [`LockOp::on_slept`].
     Sleep(Duration),
@@ -191,6 +194,16 @@ impl Action {
         Action::Send {
             cmd,
             blocking: None,
+            ack: None,
+        }
+    }
+
+    /// A lock command, acknowledged when the options ask for it.
+    fn send_lock(state: &LockState, cmd: Cmd, blocking: Option<Duration>) -> Action {
+        Action::Send {
+            cmd,
+            blocking,
+            ack: state.options.replica_ack,
         }
     }
 }
@@ -253,7 +266,7 @@ impl LockOp {
                     fence: hold.fence,
                     sent: now,
                 };
-                Action::send(cmd)
+                Action::send_lock(state, cmd, None)
             }
             None => op.obtain(state, now),
         };
@@ -291,7 +304,7 @@ impl LockOp {
             mode: Mode::Poll,
             sent: now,
         };
-        Action::send(cmd)
+        Action::send_lock(state, cmd, None)
     }
 
     fn wait_slice(
@@ -310,10 +323,7 @@ impl LockOp {
             mode: Mode::Wait { deadline },
             sent: now,
         };
-        Action::Send {
-            cmd,
-            blocking: Some(slice),
-        }
+        Action::send_lock(state, cmd, Some(slice))
     }
 
     fn finish(&mut self, state: &LockState, token: Vec<u8>, result: Result<bool>) -> Action {
@@ -408,6 +418,44 @@ impl LockOp {
                     "redis-fenced-lock: reply fed to a lock op that sent no command",
                 )))))
             }
+        }
+    }
+
+    /// Feeds the replies to an acknowledged [`Action::Send`]: the lock
+    /// command's and the acknowledgement's. A grant that is not acknowledged
+    /// is released and the op fails with [`Error::NotAcknowledged`]; a
+    /// renewal that is not acknowledged fails with it too, keeping the hold
+    /// (it is still valid on the master).
+    pub(crate) fn on_acked_reply(
+        &mut self,
+        state: &mut LockState,
+        reply: RedisResult<Value>,
+        ack_reply: RedisResult<Value>,
+        ack: &ReplicaAck,
+        now: Instant,
+    ) -> Action {
+        let renewal = matches!(self.phase, Phase::Refreshing { .. });
+        let before = state.hold.as_ref().map(|h| (h.token.clone(), h.fence));
+        let action = self.on_reply(state, reply, now);
+        let Action::Done(Ok(true)) = action else {
+            return action;
+        };
+        let step = if renewal {
+            AckStep::Renew
+        } else {
+            AckStep::Acquire
+        };
+        let Err(e) = commands::check_ack(ack, step, ack_reply) else {
+            return action;
+        };
+        let after = state.hold.as_ref().map(|h| (h.token.clone(), h.fence));
+        if renewal && before == after {
+            return Action::Done(Err(e));
+        }
+        // A new grant that may not survive a failover: give it up.
+        match state.hold.take() {
+            Some(hold) => self.finish(state, hold.token, Err(e)),
+            None => Action::Done(Err(e)),
         }
     }
 

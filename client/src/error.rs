@@ -47,6 +47,25 @@ pub enum Error {
         /// `unknown command 'LOCK.ACQUIRE', with args beginning with: …`.
         reply: String,
     },
+    /// Fewer replicas than [`ReplicaAck`](crate::ReplicaAck) asks for
+    /// acknowledged a write to the lock in time. After an acquisition the
+    /// lock has been released (best effort); after a renewal it is still
+    /// held on the master; after a release it is released on the master. In
+    /// each case a failover could lose the unacknowledged write.
+    NotAcknowledged {
+        /// Which write was not acknowledged.
+        step: AckStep,
+        /// How many acknowledged (`WAIT`'s reply; for `WAITAOF`, the
+        /// replicas plus one for the master's own fsync).
+        acknowledged: u32,
+        /// How many were asked for.
+        wanted: u32,
+    },
+    /// Replica acknowledgement was asked of an async locker or lock client
+    /// without [`WaitConnections`](crate::WaitConnections): the `WAIT`
+    /// would block the shared connection for up to its timeout, so it is
+    /// sent only on a connection of its own. Nothing was sent.
+    AckNeedsOwnConnection,
     /// An error from Redis or the connection (I/O, timeouts, bad replies,
     /// server errors such as bad arguments).
     Redis(redis::RedisError),
@@ -77,8 +96,51 @@ impl fmt::Display for Error {
                  or at run time with `MODULE LOAD /path/to/liblock.so`, which Redis 7+ and Valkey \
                  allow only with `enable-module-command yes` (or `local`) in redis.conf"
             ),
+            Error::NotAcknowledged {
+                step,
+                acknowledged,
+                wanted,
+            } => {
+                write!(
+                    f,
+                    "lock {step} not acknowledged: {acknowledged} of {wanted} replica \
+                     acknowledgement(s) arrived in time, so a failover could lose it; "
+                )?;
+                f.write_str(match step {
+                    AckStep::Acquire => "the lock was released",
+                    AckStep::Renew => {
+                        "the lock is still held on the master, with its new time to live"
+                    }
+                    AckStep::Release => "the lock is released on the master",
+                })
+            }
+            Error::AckNeedsOwnConnection => f.write_str(
+                "replica acknowledgement needs wait connections (with_wait_connections): \
+                 WAIT would block the shared connection; nothing was sent",
+            ),
             Error::Redis(e) => write!(f, "redis error: {e}"),
         }
+    }
+}
+
+/// Which write to a lock [`Error::NotAcknowledged`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckStep {
+    /// An acquisition (`LOCK.ACQUIRE` granting a new hold).
+    Acquire,
+    /// A renewal (`LOCK.EXTEND`, or `LOCK.ACQUIRE` by the holder).
+    Renew,
+    /// A release (`LOCK.RELEASE`).
+    Release,
+}
+
+impl fmt::Display for AckStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AckStep::Acquire => "acquisition",
+            AckStep::Renew => "renewal",
+            AckStep::Release => "release",
+        })
     }
 }
 

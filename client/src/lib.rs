@@ -28,11 +28,12 @@ pub use cancel::CancelHandle;
 #[cfg(feature = "tokio")]
 pub use client::{Lock, LockClient, LockHandleGuard, ObtainOptions};
 pub use core::LockState;
-pub use error::{Error, Result};
+pub use error::{AckStep, Error, Result};
 pub use guard::LockGuard;
 pub use loss::{loss_margin, LossReason, LossSignal};
 pub use options::{
-    Options, RetryStrategy, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRY_DELAY, DEFAULT_SERVER_WAIT_SLICE,
+    Options, ReplicaAck, RetryStrategy, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRY_DELAY,
+    DEFAULT_SERVER_WAIT_SLICE,
 };
 #[cfg(feature = "tokio")]
 pub use redlock::{Redlock, RedlockError, RedlockGuard, RedlockLock, RedlockOptions};

@@ -81,6 +81,77 @@ impl RetryStrategy {
     }
 }
 
+/// Replica acknowledgement: a write to the lock (acquisition, renewal,
+/// release) counts only once this many replicas have acknowledged it within
+/// `timeout`. Off by default ([`Options::replica_ack`],
+/// [`ObtainOptions::replica_ack`](crate::ObtainOptions::replica_ack)).
+///
+/// The client pipelines `WAIT replicas timeout` (or `WAITAOF local replicas
+/// timeout`) right after the lock command, on the same connection: `WAIT`
+/// waits for that connection's own last write. A lock acknowledged by `N`
+/// replicas survives a failover to any of them; an unacknowledged one may
+/// be lost with the master that granted it, and granted again.
+///
+/// ```
+/// use std::time::Duration;
+/// use redis_fenced_lock::ReplicaAck;
+///
+/// // One replica must have the lock in memory within 100 ms.
+/// let ack = ReplicaAck::replicas(1, Duration::from_millis(100));
+/// assert_eq!(ack.wanted(), 1);
+/// // The master's AOF fsynced, and one replica's (Redis 7.2+, Valkey).
+/// let aof = ReplicaAck::Aof { local: true, replicas: 1, timeout: Duration::from_millis(100) };
+/// assert_eq!(aof.wanted(), 2);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaAck {
+    /// `WAIT replicas timeout`: the replicas have received the write.
+    Replicas {
+        /// How many replicas must acknowledge.
+        replicas: u32,
+        /// How long to wait for them (at least 1 ms; sent in whole
+        /// milliseconds, rounded up).
+        timeout: Duration,
+    },
+    /// `WAITAOF local replicas timeout` (Redis 7.2+, Valkey 8): the write is
+    /// fsynced to the append-only file of the master (`local`, which needs
+    /// `appendonly yes` there) and of `replicas` replicas (which need it
+    /// too). Servers without `WAITAOF` answer with an error.
+    Aof {
+        /// Whether the master's own AOF must have fsynced the write.
+        local: bool,
+        /// How many replicas' AOFs must have fsynced it.
+        replicas: u32,
+        /// How long to wait (at least 1 ms).
+        timeout: Duration,
+    },
+}
+
+impl ReplicaAck {
+    /// `WAIT replicas timeout`.
+    pub fn replicas(replicas: u32, timeout: Duration) -> Self {
+        ReplicaAck::Replicas { replicas, timeout }
+    }
+
+    /// How long the server may wait for the acknowledgement.
+    pub fn timeout(&self) -> Duration {
+        match *self {
+            ReplicaAck::Replicas { timeout, .. } | ReplicaAck::Aof { timeout, .. } => timeout,
+        }
+    }
+
+    /// How many acknowledgements are needed (for `WAITAOF`, the master's
+    /// own fsync counts as one).
+    pub fn wanted(&self) -> u32 {
+        match *self {
+            ReplicaAck::Replicas { replicas, .. } => replicas,
+            ReplicaAck::Aof {
+                local, replicas, ..
+            } => replicas.saturating_add(u32::from(local)),
+        }
+    }
+}
+
 /// Options of a [`Locker`](crate::Locker) or [`AsyncLocker`](crate::AsyncLocker).
 ///
 /// The first four fields are bsm/redis-lock's, with its defaults and normalisation
@@ -134,6 +205,19 @@ pub struct Options {
     /// default); it also bounds how late the sync locker notices a
     /// cancellation while waiting. Default 400 ms; zero becomes the default.
     pub server_wait_slice: Duration,
+    /// Acquisitions, renewals and releases count only once replicas
+    /// acknowledged them (see [`ReplicaAck`]). Default `None`: no
+    /// acknowledgement. An acquisition that is not acknowledged in time is
+    /// released and fails with [`Error::NotAcknowledged`](crate::Error::NotAcknowledged).
+    ///
+    /// The `WAIT` blocks the connection it is sent on for up to its
+    /// timeout. The [`Locker`](crate::Locker) sends it on its own
+    /// connection (and its watchdog's); an
+    /// [`AsyncLocker`](crate::AsyncLocker) only on a connection of its own
+    /// from [`WaitConnections`](crate::WaitConnections), never on its shared
+    /// connection: without wait connections it fails with
+    /// [`Error::AckNeedsOwnConnection`](crate::Error::AckNeedsOwnConnection).
+    pub replica_ack: Option<ReplicaAck>,
 }
 
 impl Default for Options {
@@ -146,6 +230,7 @@ impl Default for Options {
             retry_strategy: RetryStrategy::Fixed,
             wait_in_server: true,
             server_wait_slice: DEFAULT_SERVER_WAIT_SLICE,
+            replica_ack: None,
         }
     }
 }

@@ -9,9 +9,23 @@ use redis::ConnectionLike;
 use crate::cancel::CancelHandle;
 use crate::commands;
 use crate::core::{Action, LockOp, LockState};
-use crate::error::{Error, Result};
+use crate::error::{AckStep, Error, Result};
 use crate::guard::LockGuard;
-use crate::options::Options;
+use crate::options::{Options, ReplicaAck};
+
+/// Sends `cmd` and its acknowledgement as one pipeline on `conn` (a
+/// cluster connection routes the pipeline by `cmd`'s key, to its master).
+pub(crate) fn send_acked<C: ConnectionLike + ?Sized>(
+    conn: &mut C,
+    cmd: &redis::Cmd,
+    ack: &ReplicaAck,
+) -> (
+    redis::RedisResult<redis::Value>,
+    redis::RedisResult<redis::Value>,
+) {
+    let pipe = commands::acked(cmd, ack);
+    commands::split_acked(conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, 2))
+}
 
 /// A distributed lock on one key, over a blocking redis-rs connection: the
 /// `Locker` of bsm/redis-lock.
@@ -144,13 +158,27 @@ impl<C: ConnectionLike> Locker<C> {
         let (mut op, mut action) = LockOp::start(&mut self.state, Instant::now());
         loop {
             action = match action {
-                Action::Send { cmd, blocking } => {
+                Action::Send { cmd, blocking, ack } => {
                     // Before a wait in the server (no grant is pending then).
                     if blocking.is_some() && cancel.is_some_and(CancelHandle::is_cancelled) {
                         return Err(Error::Cancelled);
                     }
-                    let reply = self.conn.req_command(&cmd);
-                    op.on_reply(&mut self.state, reply, Instant::now())
+                    match ack {
+                        None => {
+                            let reply = self.conn.req_command(&cmd);
+                            op.on_reply(&mut self.state, reply, Instant::now())
+                        }
+                        Some(ack) => {
+                            let (reply, ack_reply) = send_acked(&mut self.conn, &cmd, &ack);
+                            op.on_acked_reply(
+                                &mut self.state,
+                                reply,
+                                ack_reply,
+                                &ack,
+                                Instant::now(),
+                            )
+                        }
+                    }
                 }
                 Action::Sleep(d) => {
                     match cancel {
@@ -172,10 +200,21 @@ impl<C: ConnectionLike> Locker<C> {
     /// [`Error::UnlockFailed`] when it was not (expired, taken by someone
     /// else, or never obtained), in which case nothing is changed on the
     /// server. Always clears the local state.
+    ///
+    /// With [`Options::replica_ack`], the release is acknowledged too:
+    /// [`Error::NotAcknowledged`] when it was released on the master but
+    /// not acknowledged in time.
     pub fn unlock(&mut self) -> Result<()> {
-        match self.state.take_unlock_cmd() {
-            Some(cmd) => commands::unlock_result(self.conn.req_command(&cmd)),
-            None => Err(Error::UnlockFailed),
+        let Some(cmd) = self.state.take_unlock_cmd() else {
+            return Err(Error::UnlockFailed);
+        };
+        match self.state.options.replica_ack {
+            None => commands::unlock_result(self.conn.req_command(&cmd)),
+            Some(ack) => {
+                let (reply, ack_reply) = send_acked(&mut self.conn, &cmd, &ack);
+                commands::unlock_result(reply)?;
+                commands::check_ack(&ack, AckStep::Release, ack_reply)
+            }
         }
     }
 

@@ -12,8 +12,9 @@ use redis::{Cmd, ConnectionLike, RedisResult, Value};
 
 use crate::commands;
 use crate::core::{Hold, LockState};
+use crate::error::AckStep;
 use crate::loss::{loss_deadline, LossReason, LossSignal};
-use crate::options::ceil_ms;
+use crate::options::{ceil_ms, ReplicaAck};
 
 /// The renewal interval for a lock timeout: a third of it (at least 1 ms),
 /// so that two renewals can fail before the loss is reported.
@@ -31,11 +32,19 @@ pub(crate) struct RenewPlan {
     ttl_ms: u64,
     /// When the hold was last granted or renewed (sent).
     sent: Instant,
+    /// Renewals count only once acknowledged.
+    ack: Option<ReplicaAck>,
 }
 
 impl RenewPlan {
     pub(crate) fn new(state: &LockState, hold: &Hold) -> Self {
-        Self::of(&state.key, hold, state.options.lock_timeout)
+        Self::of(&state.key, hold, state.options.lock_timeout).with_ack(state.options.replica_ack)
+    }
+
+    /// Renewals count only once `ack` is met.
+    pub(crate) fn with_ack(mut self, ack: Option<ReplicaAck>) -> Self {
+        self.ack = ack;
+        self
     }
 
     /// Renews `hold` on `key` for `ttl` each time.
@@ -47,6 +56,7 @@ impl RenewPlan {
             ttl,
             ttl_ms: ceil_ms(ttl),
             sent: hold.sent,
+            ack: None,
         }
     }
 
@@ -123,6 +133,41 @@ impl Renewer {
             return Step::Stop;
         }
         self.renewal(now)
+    }
+
+    /// The acknowledgement to pipeline after the command of the last
+    /// [`Step::Send`] (renewals only); its replies then go to
+    /// [`on_acked_reply`](Self::on_acked_reply).
+    pub(crate) fn pending_ack(&self) -> Option<ReplicaAck> {
+        match self.pending {
+            Pending::Renewal(_) => self.plan.ack,
+            _ => None,
+        }
+    }
+
+    /// The replies to an acknowledged renewal: one that renewed but was not
+    /// acknowledged in time counts as a failed renewal.
+    pub(crate) fn on_acked_reply(
+        &mut self,
+        reply: RedisResult<Value>,
+        ack_reply: RedisResult<Value>,
+        now: Instant,
+    ) -> Step {
+        if let (Some(ack), Ok(v)) = (self.plan.ack, &reply) {
+            let renewed =
+                matches!(commands::parse_fence(v.clone()), Ok(Some(f)) if f == self.plan.fence);
+            if renewed {
+                if let Err(e) = commands::check_ack(&ack, AckStep::Renew, ack_reply) {
+                    self.pending = Pending::None;
+                    self.signal.renewal_failed(e.to_string());
+                    if self.signal.is_lost() {
+                        return Step::Stop;
+                    }
+                    return Step::Sleep(renew_interval(self.plan.ttl));
+                }
+            }
+        }
+        self.on_reply(reply, now)
     }
 
     /// The reply to the last [`Step::Send`].
@@ -239,10 +284,17 @@ impl Watchdog {
                             // Stopped (message or guard gone).
                             _ => return conn,
                         },
-                        Step::Send(cmd) => {
-                            let reply = conn.req_command(&cmd);
-                            renewer.on_reply(reply, Instant::now())
-                        }
+                        Step::Send(cmd) => match renewer.pending_ack() {
+                            None => {
+                                let reply = conn.req_command(&cmd);
+                                renewer.on_reply(reply, Instant::now())
+                            }
+                            Some(ack) => {
+                                let (reply, ack_reply) =
+                                    crate::sync::send_acked(&mut *conn, &cmd, &ack);
+                                renewer.on_acked_reply(reply, ack_reply, Instant::now())
+                            }
+                        },
                         Step::Stop => return conn,
                     }
                 }

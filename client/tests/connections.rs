@@ -50,6 +50,21 @@ fn plain_and_borrowed_connections() {
 }
 
 #[test]
+fn binary_keys() {
+    let server = Server::start();
+    let key: &[u8] = b"\x00jobs:\xff";
+    let mut locker = Locker::new(server.conn(), key, Options::default());
+    assert!(locker.lock().unwrap());
+    assert_eq!(locker.key_bytes(), key);
+    let mut conn = server.conn();
+    let exists: bool = conn.exists(key).unwrap();
+    assert!(exists);
+    locker.unlock().unwrap();
+    let exists: bool = conn.exists(key).unwrap();
+    assert!(!exists);
+}
+
+#[test]
 fn pooled_and_per_command_connections() {
     let server = Server::start();
     let pool = r2d2::Pool::builder()

@@ -307,11 +307,11 @@ where
     /// A locker on `key`; `options` are normalised. Nothing is sent yet.
     /// It polls for a busy lock until given
     /// [`with_wait_connections`](Self::with_wait_connections).
-    pub fn new(conn: C, key: impl Into<String>, options: Options) -> Self {
+    pub fn new(conn: C, key: impl AsRef<[u8]>, options: Options) -> Self {
         AsyncLocker {
             conn,
             waits: None,
-            state: LockState::new(key.into().into_bytes(), options, false),
+            state: LockState::new(key.as_ref().to_vec(), options, false),
         }
     }
 
@@ -338,7 +338,7 @@ where
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn obtain(conn: C, key: impl Into<String>, options: Options) -> Result<Self> {
+    pub async fn obtain(conn: C, key: impl AsRef<[u8]>, options: Options) -> Result<Self> {
         let mut locker = AsyncLocker::new(conn, key, options);
         if locker.lock().await? {
             Ok(locker)

@@ -154,9 +154,15 @@ impl LockState {
             .and_then(|h| std::str::from_utf8(&h.token).ok())
     }
 
-    /// The locked key.
+    /// The locked key; empty if it is not UTF-8 (see
+    /// [`key_bytes`](Self::key_bytes)).
     pub fn key(&self) -> &str {
         std::str::from_utf8(&self.key).unwrap_or_default()
+    }
+
+    /// The locked key, as given: any bytes.
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.key
     }
 
     /// The options, normalised.

@@ -70,10 +70,10 @@ impl<C: ConnectionLike> Locker<C> {
     /// let mut locker = redis_fenced_lock::Locker::new(&mut conn, "lock.foo", Default::default());
     /// # Ok(()) }
     /// ```
-    pub fn new(conn: C, key: impl Into<String>, options: Options) -> Self {
+    pub fn new(conn: C, key: impl AsRef<[u8]>, options: Options) -> Self {
         Locker {
             conn,
-            state: LockState::new(key.into().into_bytes(), options, true),
+            state: LockState::new(key.as_ref().to_vec(), options, true),
         }
     }
 
@@ -94,7 +94,7 @@ impl<C: ConnectionLike> Locker<C> {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn obtain(conn: C, key: impl Into<String>, options: Options) -> Result<Self> {
+    pub fn obtain(conn: C, key: impl AsRef<[u8]>, options: Options) -> Result<Self> {
         let mut locker = Locker::new(conn, key, options);
         if locker.lock()? {
             Ok(locker)

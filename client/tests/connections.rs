@@ -50,6 +50,21 @@ fn plain_and_borrowed_connections() {
 }
 
 #[test]
+fn binary_keys() {
+    let server = Server::start();
+    let key: &[u8] = b"\x00jobs:\xff";
+    let mut locker = Locker::new(server.conn(), key, Options::default());
+    assert!(locker.lock().unwrap());
+    assert_eq!(locker.key_bytes(), key);
+    let mut conn = server.conn();
+    let exists: bool = conn.exists(key).unwrap();
+    assert!(exists);
+    locker.unlock().unwrap();
+    let exists: bool = conn.exists(key).unwrap();
+    assert!(!exists);
+}
+
+#[test]
 fn pooled_and_per_command_connections() {
     let server = Server::start();
     let pool = r2d2::Pool::builder()
@@ -131,7 +146,7 @@ fn async_cluster_connection() {
         // The bsm/redis-lock-style locker: lock, renew, check, guard with a
         // watchdog over several lock timeouts, unlock.
         let options = Options {
-            lock_timeout: Duration::from_millis(600),
+            lock_timeout: Duration::from_millis(1000),
             ..Options::default()
         };
         let mut locker = AsyncLocker::new(cluster.clone(), KEY, options);
@@ -141,7 +156,7 @@ fn async_cluster_connection() {
         assert_eq!(locker.fence(), fence);
         assert!(locker.ttl().await.unwrap().is_some());
         let guard = locker.guard_with_watchdog().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1800)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!guard.is_lost(), "{:?}", guard.loss());
         assert!(check(&mut conn, KEY, guard.token().unwrap()) > 0);
         guard.unlock().await.unwrap();

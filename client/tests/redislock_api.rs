@@ -92,7 +92,7 @@ fn the_watchdog_never_recreates_a_deleted_lock() {
     let server = Server::start();
     let mut conn = server.conn();
     let options = Options {
-        lock_timeout: Duration::from_millis(300),
+        lock_timeout: Duration::from_millis(600),
         ..Options::default()
     };
     let mut locker = Locker::new(server.conn(), KEY, options);
@@ -217,7 +217,7 @@ fn guards_move_into_tasks_and_waiters_are_served_in_order() {
     let locks = LockClient::new(conn).with_wait_connections(WaitConnections::new(server.client()));
     let mut admin = server.conn();
     rt().block_on(async {
-        let ttl = Duration::from_millis(600);
+        let ttl = Duration::from_millis(900);
         let lock: Lock = locks.obtain(KEY, ttl, &ObtainOptions::new()).await.unwrap();
         let first = lock.fence();
         let guard: LockHandleGuard = lock.guard_with_watchdog();

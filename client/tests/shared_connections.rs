@@ -28,7 +28,7 @@ fn blocked_clients(server: &Server) -> u64 {
         .unwrap()
 }
 
-/// Holder A locks on a clone, holds 1 s (2 s, over several lock timeouts,
+/// Holder A locks on a clone, holds 1 s (2.5 s, over two lock timeouts,
 /// with a watchdog), then releases; three waiters with 100 retries lock on
 /// clones meanwhile, one after the other, each holding 100 ms. With wait
 /// connections they wait in the server, so they are served in order.
@@ -41,7 +41,7 @@ where
         None => locker,
     };
     let holder_options = Options {
-        lock_timeout: Duration::from_millis(if watchdog { 600 } else { 5000 }),
+        lock_timeout: Duration::from_millis(if watchdog { 1000 } else { 5000 }),
         ..Options::default()
     };
     let mut holder = with_waits(AsyncLocker::new(conn.clone(), KEY, holder_options));
@@ -85,7 +85,7 @@ where
         let waiters = spawn_waiters();
         tokio::time::sleep(Duration::from_millis(700)).await;
         check_blocked();
-        tokio::time::sleep(Duration::from_millis(1300)).await;
+        tokio::time::sleep(Duration::from_millis(1800)).await;
         assert!(!guard.is_lost(), "{:?}", guard.loss());
         assert!(guard.ttl().await.unwrap().is_some(), "still held");
         guard.unlock().await.expect("the holder's unlock");

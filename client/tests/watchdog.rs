@@ -15,7 +15,7 @@ const KEY: &str = "__redis_lock_watchdog__";
 
 fn short_options() -> Options {
     Options {
-        lock_timeout: Duration::from_millis(300),
+        lock_timeout: Duration::from_millis(600),
         ..Options::default()
     }
 }
@@ -59,7 +59,7 @@ fn sync_watchdog_keeps_the_lock_over_several_ttls() {
     let mut locker = Locker::new(server.conn(), KEY, short_options());
     let guard = locker.guard_with_watchdog(server.conn()).unwrap();
     let (token, fence) = (guard.token().unwrap().to_owned(), guard.fence());
-    thread::sleep(Duration::from_millis(1500)); // five lock timeouts
+    thread::sleep(Duration::from_millis(2000)); // over three lock timeouts
     assert!(check(&mut conn, KEY, &token) > 0, "still held");
     assert!(!guard.is_lost(), "{:?}", guard.loss());
     assert_eq!(guard.fence(), fence);
@@ -76,7 +76,7 @@ fn sync_watchdog_stops_on_drop() {
     {
         let guard = locker.guard_with_watchdog(server.conn()).unwrap();
         token = guard.token().unwrap().to_owned();
-        thread::sleep(Duration::from_millis(350));
+        thread::sleep(Duration::from_millis(450));
         assert!(acquire_calls(&mut conn) >= 2, "renewing");
     }
     assert!(!exists(&mut conn), "released on drop");
@@ -179,7 +179,7 @@ fn async_watchdog_keeps_the_lock_over_several_ttls() {
     rt().block_on(async {
         let guard = locker.guard_with_watchdog().await.unwrap();
         let token = guard.token().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         let mut c = server.conn();
         assert!(check(&mut c, KEY, &token) > 0, "still held");
         assert!(!guard.is_lost(), "{:?}", guard.loss());
@@ -195,7 +195,7 @@ fn async_watchdog_stops_on_drop() {
     let mut locker = AsyncLocker::new(async_conn(&server), KEY, short_options());
     let token = rt().block_on(async {
         let guard = locker.guard_with_watchdog().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(450)).await;
         guard.token().unwrap().to_owned()
     });
     assert!(!locker.is_locked());

@@ -298,4 +298,31 @@ mod tests {
         assert!(!parse_info_held(info(0)).unwrap());
         assert!(parse_info_held(Value::Int(3)).is_err());
     }
+
+    #[test]
+    fn acknowledgements() {
+        let ms = Duration::from_millis(250);
+        let wait = ReplicaAck::replicas(2, ms);
+        assert_eq!(args(&ack(&wait)), ["WAIT", "2", "250"]);
+        let aof = ReplicaAck::Aof {
+            local: true,
+            replicas: 1,
+            timeout: ms,
+        };
+        assert_eq!(args(&ack(&aof)), ["WAITAOF", "1", "1", "250"]);
+        assert!(check_ack(&wait, AckStep::Acquire, Ok(Value::Int(2))).is_ok());
+        assert!(matches!(
+            check_ack(&wait, AckStep::Release, Ok(Value::Int(1))),
+            Err(Error::NotAcknowledged {
+                step: AckStep::Release,
+                acknowledged: 1,
+                wanted: 2
+            })
+        ));
+        let aof_reply = |l, r| Ok(Value::Array(vec![Value::Int(l), Value::Int(r)]));
+        assert!(check_ack(&aof, AckStep::Acquire, aof_reply(1, 1)).is_ok());
+        // More replicas cannot make up for the master's own fsync.
+        assert!(check_ack(&aof, AckStep::Acquire, aof_reply(0, 3)).is_err());
+        assert!(check_ack(&wait, AckStep::Acquire, Ok(Value::Nil)).is_err());
+    }
 }

@@ -695,4 +695,43 @@ mod tests {
         ));
         assert!(s.hold.is_none());
     }
+
+    #[test]
+    fn an_unacknowledged_grant_is_released() {
+        let now = Instant::now();
+        let mut s = state(0);
+        s.options.replica_ack = Some(ReplicaAck::replicas(1, Duration::from_millis(100)));
+        let (mut op, a) = LockOp::start(&mut s, now);
+        let Action::Send { ack: Some(ack), .. } = &a else {
+            panic!("{a:?}")
+        };
+        let ack = *ack;
+        let token = cmd_args(&a)[2].clone();
+        let a = op.on_acked_reply(&mut s, Ok(Value::Int(3)), Ok(Value::Int(0)), &ack, now);
+        assert_eq!(cmd_args(&a), ["LOCK.RELEASE", "k", token.as_str()]);
+        assert!(s.hold.is_none());
+        assert!(matches!(
+            op.on_reply(&mut s, Ok(Value::Int(1)), now),
+            Action::Done(Err(Error::NotAcknowledged {
+                step: AckStep::Acquire,
+                acknowledged: 0,
+                wanted: 1
+            }))
+        ));
+
+        // Acknowledged: held. A renewal not acknowledged keeps the hold.
+        let (mut op, _) = LockOp::start(&mut s, now);
+        let a = op.on_acked_reply(&mut s, Ok(Value::Int(4)), Ok(Value::Int(1)), &ack, now);
+        assert!(matches!(a, Action::Done(Ok(true))));
+        let (mut op, _) = LockOp::start(&mut s, now);
+        let a = op.on_acked_reply(&mut s, Ok(Value::Int(4)), Ok(Value::Int(0)), &ack, now);
+        assert!(matches!(
+            a,
+            Action::Done(Err(Error::NotAcknowledged {
+                step: AckStep::Renew,
+                ..
+            }))
+        ));
+        assert_eq!(s.hold.as_ref().map(|h| h.fence), Some(4));
+    }
 }

@@ -379,6 +379,7 @@ mod tests {
             ttl: Duration::from_millis(300),
             ttl_ms: 300,
             sent: now,
+            ack: None,
         };
         let signal = plan.signal();
         Renewer::new(plan, signal)
@@ -442,5 +443,27 @@ mod tests {
         );
         assert!(matches!(r.on_reply(Ok(Value::Int(1)), t0), Step::Stop));
         assert_eq!(r.signal.reason(), Some(LossReason::Expired));
+    }
+
+    #[test]
+    fn an_unacknowledged_renewal_counts_as_failed() {
+        let now = Instant::now();
+        let mut r = renewer(now);
+        r.plan.ack = Some(ReplicaAck::replicas(1, Duration::from_millis(50)));
+        let first = r.signal.deadline().unwrap();
+        let later = now + Duration::from_millis(50);
+        let step = r.on_slept(later);
+        assert_eq!(sent(step)[0], "LOCK.EXTEND");
+        assert!(r.pending_ack().is_some());
+        // Renewed on the master, 0 of 1 replicas: not a renewal.
+        let step = r.on_acked_reply(Ok(Value::Int(4)), Ok(Value::Int(0)), later);
+        assert!(matches!(step, Step::Sleep(_)));
+        assert_eq!(r.signal.deadline(), Some(first));
+        // Acknowledged: a renewal.
+        let _ = r.on_slept(later);
+        let step = r.on_acked_reply(Ok(Value::Int(4)), Ok(Value::Int(1)), later);
+        assert!(matches!(step, Step::Sleep(_)));
+        assert!(r.signal.deadline().unwrap() > first);
+        assert!(r.pending_ack().is_none());
     }
 }

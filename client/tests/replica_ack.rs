@@ -22,7 +22,11 @@ mod common;
 use common::rt;
 
 const OK_ACK: Duration = Duration::from_secs(5);
+/// Where nothing is granted first: the replica is stopped or absent.
 const STOPPED_ACK: Duration = Duration::from_millis(300);
+/// Where the lock is obtained with the replica running, then the replica
+/// stopped: long enough for the first, short enough to wait out.
+const BOTH_ACK: Duration = Duration::from_secs(3);
 
 fn master_and_replica() -> (Server, Server) {
     let master = Server::start();
@@ -141,7 +145,7 @@ fn sync_unacknowledged_lock_fails_and_is_released() {
 fn sync_unacknowledged_renewal_and_release_report_it() {
     let (master, replica) = master_and_replica();
     let mut m = master.conn();
-    let mut locker = Locker::new(master.conn(), "ack:renew", options(STOPPED_ACK));
+    let mut locker = Locker::new(master.conn(), "ack:renew", options(BOTH_ACK));
     assert!(locker.lock().unwrap());
     let token = locker.token().unwrap().as_bytes().to_vec();
     let _stopped = Stopped::new(&replica);
@@ -157,15 +161,16 @@ fn sync_unacknowledged_renewal_and_release_report_it() {
 fn sync_watchdog_counts_unacknowledged_renewals_as_failed() {
     let (master, replica) = master_and_replica();
     let o = Options {
-        lock_timeout: Duration::from_millis(1500),
-        ..options(Duration::from_millis(200))
+        lock_timeout: Duration::from_secs(6),
+        ..options(Duration::from_millis(1500))
     };
     let mut locker = Locker::new(master.conn(), "ack:watchdog", o);
     let guard = locker.guard_with_watchdog(master.conn()).unwrap();
     let _stopped = Stopped::new(&replica);
     // Every renewal works on the master, none is acknowledged: the loss is
     // reported although the master still extends the lock.
-    wait_for(Duration::from_secs(20), "loss reported", || guard.loss());
+    let reason = wait_for(Duration::from_secs(40), "loss reported", || guard.loss());
+    assert!(reason.to_string().contains("not acknowledged"), "{reason}");
     let mut m = master.conn();
     assert!(exists(&mut m, "ack:watchdog"), "the master still has it");
 }
@@ -198,7 +203,7 @@ fn async_locker_acknowledges_on_a_wait_connection_only() {
         locker.unlock().await.unwrap();
         assert!(!exists(&mut r, "ack:async"));
 
-        let mut locker = AsyncLocker::new(conn.clone(), "ack:async", options(STOPPED_ACK))
+        let mut locker = AsyncLocker::new(conn.clone(), "ack:async", options(BOTH_ACK))
             .with_wait_connections(waits.clone());
         assert!(locker.lock().await.unwrap());
         let stopped = Stopped::new(&replica);
@@ -239,7 +244,7 @@ fn lock_client_acknowledged_obtain_refresh_release() {
         lock.release().await.unwrap();
         assert!(!exists(&mut r, "ack:client"));
 
-        let short = ObtainOptions::new().replica_ack(ReplicaAck::replicas(1, STOPPED_ACK));
+        let short = ObtainOptions::new().replica_ack(ReplicaAck::replicas(1, BOTH_ACK));
         let mut lock = locks.obtain("ack:client", ttl, &short).await.unwrap();
         let stopped = Stopped::new(&replica);
         assert_not_acked(lock.refresh(ttl).await, AckStep::Renew);
@@ -257,7 +262,11 @@ fn lock_client_acknowledged_obtain_refresh_release() {
 
 #[test]
 fn waitaof_acknowledges_where_the_server_has_it() {
-    let master = Server::with(Config::default().arg("appendonly", "yes"));
+    let master = Server::with(
+        Config::default()
+            .arg("appendonly", "yes")
+            .arg("appendfsync", "always"),
+    );
     let mut m = master.conn();
     let has_waitaof = !redis::cmd("COMMAND")
         .arg("INFO")
@@ -307,4 +316,33 @@ fn waitaof_acknowledges_where_the_server_has_it() {
         }
         assert!(!exists(&mut m, "ack:aof"));
     }
+}
+
+#[test]
+fn async_watchdog_counts_unacknowledged_renewals_as_failed() {
+    let (master, replica) = master_and_replica();
+    let mut m = master.conn();
+    rt().block_on(async {
+        let conn = master
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let locks =
+            LockClient::new(conn).with_wait_connections(WaitConnections::new(master.client()));
+        let o =
+            ObtainOptions::new().replica_ack(ReplicaAck::replicas(1, Duration::from_millis(1500)));
+        let lock = locks
+            .obtain("ack:adog", Duration::from_secs(6), &o)
+            .await
+            .unwrap();
+        let guard = lock.guard_with_watchdog();
+        let _stopped = Stopped::new(&replica);
+        let lost = guard.loss_signal().unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(40), lost.lost())
+            .await
+            .expect("loss reported");
+        assert!(reason.to_string().contains("not acknowledged"), "{reason}");
+        assert!(exists(&mut m, "ack:adog"), "the master still has it");
+    });
 }

@@ -4,13 +4,17 @@
 //! `time_each` over its acquisition plus a `report.latency` call, see
 //! bench/README.md.
 
+use std::time::Duration;
+
 use redis::Value;
+use redis_fenced_lock::{Locker, Options, Redlock, RedlockOptions, ReplicaAck};
+use testkit::{Config, Server};
 
 use crate::redis_io::{connect, flushall, take};
 use crate::report::Report;
-use crate::stats::time_each;
+use crate::stats::{time_each, Latency};
 
-pub fn acquisition(report: &mut Report, url: &str, samples: usize) {
+pub fn acquisition(report: &mut Report, url: &str, port: u16, samples: usize) {
     let mut conn = connect(url);
     let mut i = 0;
     let plain = time_each(samples, || {
@@ -30,5 +34,64 @@ pub fn acquisition(report: &mut Report, url: &str, samples: usize) {
         [None, None],
         plain.ok(),
     );
+
+    // Replica-acknowledged: the crate's Locker with `ReplicaAck`, which
+    // pipelines WAIT 1 1000 after LOCK.ACQUIRE, against a replica of this server.
+    let replica = Server::with(Config::default().arg("replicaof", &format!("127.0.0.1 {port}")));
+    testkit::wait_for(
+        Duration::from_secs(60),
+        "the replica to acknowledge",
+        || {
+            let n: i64 = redis::cmd("WAIT").arg(1).arg(1000).query(&mut conn).ok()?;
+            (n == 1).then_some(())
+        },
+    );
+    let options = Options {
+        lock_timeout: Duration::from_secs(10),
+        replica_ack: Some(ReplicaAck::replicas(1, Duration::from_secs(1))),
+        ..Options::default()
+    };
+    let acked = time_each(samples, || {
+        i += 1;
+        match Locker::new(&mut conn, format!("lat:{i}"), options.clone()).lock() {
+            Ok(true) => Ok(()),
+            other => Err(format!("acknowledged acquisition: {other:?}")),
+        }
+    });
+    let acked = note_err(report, acked);
+    report.latency(
+        ["3c", "3d"],
+        "latency: acquisition + WAIT 1 (one replica, client's ReplicaAck)",
+        [None, None],
+        acked,
+    );
+    drop(replica);
+
+    // Redlock over five servers started here (the module, no persistence).
+    let servers: Vec<Server> = (0..5).map(|_| Server::start()).collect();
+    let redlock = Redlock::new(servers.iter().map(Server::url)).expect("redlock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let none = RedlockOptions::new();
+    let five = time_each(samples, || {
+        i += 1;
+        rt.block_on(redlock.obtain(format!("lat:{i}"), Duration::from_secs(10), &none))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let five = note_err(report, five);
+    report.latency(
+        ["3e", "3f"],
+        "latency: 5-server Redlock acquisition (redis_fenced_lock::Redlock)",
+        [None, None],
+        five,
+    );
     flushall(&mut conn);
+}
+
+fn note_err(report: &mut Report, r: Result<Latency, String>) -> Option<Latency> {
+    r.map_err(|e| report.note(format!("acquisition latency: {e}")))
+        .ok()
 }

@@ -117,7 +117,7 @@ fn bench_server(
     if only("client") {
         phase("client round trips and latency");
         roundtrip::round_trips(report, &url, plan.slices);
-        latency::acquisition(report, &url, plan.samples);
+        latency::acquisition(report, &url, server.port(), plan.samples);
     }
     if only("handoff") {
         phase("hand-off and fairness");

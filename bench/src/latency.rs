@@ -1,8 +1,8 @@
 //! Acquisition latency as one client sees it: a round trip per sample,
-//! p50 and p99. The plain single-server acquisition is the reference for
-//! the rows to come (replica-acknowledged, 5-server Redlock); adding one is
-//! `time_each` over its acquisition plus a `report.latency` call, see
-//! bench/README.md.
+//! p50 and p99: a plain single-server acquisition (3a/3b), one
+//! acknowledged by a replica through the client's `ReplicaAck` (3c/3d), and
+//! a 5-server Redlock acquisition (3e/3f). Adding one is `time_each` over its
+//! acquisition plus a `report.latency` call, see bench/README.md.
 
 use std::time::Duration;
 

@@ -178,10 +178,15 @@ pub(crate) async fn send_acked(
                 "cancelled",
             )))
         });
-    Ok(commands::split_acked(reply.and_then(|v| match v {
-        Value::Array(items) => Ok(items),
-        other => Ok(vec![other]),
-    })))
+    Ok(commands::split_acked(reply.map(pipeline_items)))
+}
+
+/// The replies of a pipeline sent through [`send_on`].
+fn pipeline_items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        other => vec![other],
+    }
 }
 
 /// An acknowledged release: `Ok` when released and acknowledged.
@@ -227,11 +232,7 @@ where
                 match ack {
                     None => op.on_reply(state, reply, Instant::now()),
                     Some(ack) => {
-                        let (reply, ack_reply) =
-                            commands::split_acked(reply.and_then(|v| match v {
-                                Value::Array(items) => Ok(items),
-                                other => Ok(vec![other]),
-                            }));
+                        let (reply, ack_reply) = commands::split_acked(reply.map(pipeline_items));
                         op.on_acked_reply(state, reply, ack_reply, &ack, Instant::now())
                     }
                 }

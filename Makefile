@@ -20,7 +20,7 @@ SERVER_SUITE ?= --workspace --test '*'
 # Every test binary runs even after one fails.
 TEST_FLAGS ?= --no-fail-fast
 
-.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench example clean test-examples
+.PHONY: all help build run deps deps-valkey deps-redis8 test test-scripts test-redis test-redis8 test-valkey lint fmt bench callgrind example clean test-examples
 
 all: build ## build the module (target/release/liblock.so)
 
@@ -88,11 +88,18 @@ example: build ## run the client's basic example against a throw-away server
 	REDIS_URL=redis://127.0.0.1:$$port/ $(CARGO) run --release -q -p redis-fenced-lock --example basic; rc=$$?; \
 	redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$rc
 
-# Benchmarks the module against bsm/redis-lock's SET NX PX + EVALSHA (~4 min
-# on 2 cores); prints the table and rewrites bench/results/latest.md and chart.svg.
-bench: build ## the benchmark (~4 min); rewrites bench/results/
+# The benchmark on Redis 7.0, Redis 8.0 and Valkey 8.1 in one go (~10 min on
+# 2 cores): prints one table, a column per server, every target marked met or
+# missed; rewrites bench/results/latest.md and README.md's Performance table.
+# BENCH_QUICK=1: a short run (~2 min) that writes nothing. See bench/README.md.
+bench: build deps-redis8 deps-valkey ## the benchmark on all three servers (~10 min); rewrites bench/results/latest.md
 	@command -v redis-benchmark >/dev/null 2>&1 || { echo "make: redis-benchmark is missing (Debian/Ubuntu: apt-get install redis-tools)"; exit 1; }
-	LOCK_MODULE=$(abspath $(MODULE)) REDIS_SERVER=$(REDIS_SERVER) $(CARGO) run --release -p lock-bench
+	LOCK_MODULE=$(abspath $(MODULE)) $(CARGO) run --release -p lock-bench -- \
+	  $(REDIS_SERVER) $$($(DEPS) redis8) $$($(DEPS) valkey)
+
+callgrind: build deps-redis8 deps-valkey ## instructions per call of each LOCK.* path vs its native command (valgrind)
+	@command -v valgrind >/dev/null 2>&1 || { echo "make: valgrind is missing (Debian/Ubuntu: apt-get install valgrind)"; exit 1; }
+	scripts/callgrind.py $(abspath $(MODULE)) $(REDIS_SERVER) $$($(DEPS) redis8) $$($(DEPS) valkey)
 
 lint: deps ## cargo fmt --check, clippy -D warnings, rustdoc without warnings
 	$(CARGO) fmt --all -- --check

@@ -22,7 +22,7 @@ use server::config::{
     MAX_WAITERS, MAX_WAITERS_SETTING as WAITERS,
 };
 use server::register::{register, Arg, ArgKind, Command};
-use server::{commands, fencing, stats, waiters};
+use server::{commands, fencing, slots, stats, waiters};
 
 /// The module's version, as Cargo has it (`INFO lock`).
 pub const VERSION: &CStr =
@@ -166,7 +166,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         }
     }
     call!(RedisModule_RegisterInfoFunc(ctx.ctx, Some(stats::info)));
-    if let Err(e) = subscribe(ctx) {
+    if let Err(e) = subscribe(ctx).and_then(|()| slots::watch(ctx.ctx)) {
         ctx.log_warning(&format!("lock: {e}"));
         return Status::Err;
     }

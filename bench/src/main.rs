@@ -1,343 +1,231 @@
-//! `lock-bench`: the lock module against bsm/redis-lock's way (SET NX PX +
-//! EVALSHA compare-and-delete) and plain SET, side by side in one run.
-//!
-//! Starts its own redis-server processes with the module on loopback ports
-//! (through `testkit`: `LOCK_MODULE` and `REDIS_SERVER` choose the module and
-//! the server), runs the six measurements, prints the table and writes
-//! `results/latest.md` and `results/chart.svg` (paths relative to this
-//! crate, or `--out DIR`).
+//! `lock-bench`: the lock module against plain Redis commands and
+//! bsm/redis-lock's way (`SET NX PX` + `EVALSHA` compare-and-delete), on
+//! each server named on the command line, every comparison within one run
+//! on one server. Prints one Markdown table (a column per server, every
+//! target marked met or missed) and the detail tables; a full run writes
+//! them to `bench/results/latest.md` and the summary into README.md.
 //!
 //! ```text
-//! make bench                                   # builds the module first
-//! cargo run --release -p lock-bench -- --quick # a short smoke run, nothing written
+//! lock-bench [REDIS_SERVER_BINARY...]   (default: $REDIS_SERVER or redis-server)
+//! BENCH_QUICK=1         a short run (~1 min per server) that writes nothing
+//! BENCH_ONLY=cost,client,handoff,memory   some measurements; writes nothing
+//! BENCH_OUT=DIR         write latest.md to DIR instead (README.md untouched)
+//! LOCK_MODULE, REDIS_BENCHMARK   the module and the redis-benchmark binary
 //! ```
 //!
-//! Performance figures are reported, never asserted: a missed target is
-//! printed as MISSED and the run still succeeds.
+//! How each figure is measured and how to read it: bench/README.md.
 
-mod contention;
 mod cost;
+mod handoff;
+mod latency;
 mod memory;
+mod redis_benchmark;
+mod redis_io;
 mod report;
 mod roundtrip;
-mod util;
+mod scale;
+mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use testkit::{Config, Server};
 
-use crate::contention::ContentionSizes;
-use crate::cost::CostSizes;
 use crate::report::Report;
 
-/// Sizes of every phase: the full run (about 4 minutes on 2 cores) or a
-/// quick smoke run.
-struct Plan {
-    cost: CostSizes,
-    /// Time slices per kind in measurement 2, and their length.
-    rt_slices: usize,
-    rt_slice: Duration,
-    contention: ContentionSizes,
-    bulk_locks: u64,
+/// Sizes of the measurements on one server.
+pub struct Plan {
+    /// Rounds of each server-cost pair, calls per redis-benchmark process,
+    /// and how long the cycle pair runs per round.
+    pub rounds: usize,
+    pub calls: u64,
+    pub cycle_time: Duration,
+    /// 100 ms time slices per contender in the round-trip measurement.
+    pub slices: usize,
+    /// Samples of a latency row or a release hand-off run (an expiry run
+    /// takes an eighth), and the longest time such a run may take.
+    pub samples: usize,
+    pub run_time: Duration,
+    pub fairness_time: Duration,
+    /// Keys of the memory measurement, left in place for the scale rounds.
+    pub bulk: u64,
+    pub scale_rounds: usize,
 }
 
-impl Plan {
-    fn full() -> Plan {
-        Plan {
-            cost: CostSizes {
-                rounds: 3,
-                calls: 1_000_000,
-                acquire_keys: 100_000,
-                release_keys: 300_000,
-                check_keys: 200_000,
-                scale_rounds: 5,
-                scale_calls: 300_000,
-            },
-            rt_slices: 40,
-            rt_slice: Duration::from_millis(100),
-            contention: ContentionSizes {
-                waiter_counts: [1, 100, 1000],
-                handoff_max: Duration::from_secs(5),
-                handoff_samples: 2000,
-                expiry_max: Duration::from_secs(5),
-                expiry_samples: 300,
-                fairness_dur: Duration::from_secs(10),
-                fairness_clients: 16,
-            },
-            bulk_locks: 1_000_000,
-        }
-    }
+const FULL: Plan = Plan {
+    rounds: 3,
+    calls: 1_000_000,
+    cycle_time: Duration::from_secs(3),
+    slices: 30,
+    samples: 2000,
+    run_time: Duration::from_secs(4),
+    fairness_time: Duration::from_secs(10),
+    bulk: 1_000_000,
+    scale_rounds: 5,
+};
 
-    fn quick() -> Plan {
-        Plan {
-            cost: CostSizes {
-                rounds: 1,
-                calls: 200_000,
-                acquire_keys: 100_000,
-                release_keys: 50_000,
-                check_keys: 100_000,
-                scale_rounds: 1,
-                scale_calls: 100_000,
-            },
-            rt_slices: 4,
-            rt_slice: Duration::from_millis(100),
-            contention: ContentionSizes {
-                waiter_counts: [1, 100, 1000],
-                handoff_max: Duration::from_millis(800),
-                handoff_samples: 300,
-                expiry_max: Duration::from_secs(1),
-                expiry_samples: 40,
-                fairness_dur: Duration::from_secs(1),
-                fairness_clients: 16,
-            },
-            bulk_locks: 100_000,
-        }
+const QUICK: Plan = Plan {
+    rounds: 1,
+    calls: 200_000,
+    cycle_time: Duration::from_secs(1),
+    slices: 4,
+    samples: 300,
+    run_time: Duration::from_secs(1),
+    fairness_time: Duration::from_secs(1),
+    bulk: 100_000,
+    scale_rounds: 1,
+};
+
+/// "Redis 7.0.15" or "Valkey 8.1.8", from `--version`.
+fn server_label(binary: &str) -> String {
+    let out = command_output(binary, &["--version"]);
+    let version = out.split_whitespace().find_map(|w| w.strip_prefix("v="));
+    match (out.split_whitespace().next(), version) {
+        (Some(name), Some(v)) => format!("{name} {v}"),
+        _ => panic!("{binary} --version answered {out:?}"),
     }
 }
 
-struct Args {
-    quick: bool,
-    no_wait: bool,
-    out: Option<PathBuf>,
-    only: Vec<u8>,
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: lock-bench [--quick] [--out DIR] [--only 1,2,...] [--no-wait]\n\
-         \n\
-         --quick     short smoke run; writes nothing unless --out is given\n\
-         --out DIR   where latest.md and chart.svg go (default: bench/results)\n\
-         --only L    run only these measurements (1-6; 6 needs 5); writes nothing unless --out is given\n\
-         --no-wait   treat the module as lacking WAIT (3-4 then measure only the polling baselines)\n\
-         \n\
-         env: LOCK_MODULE (liblock.so), REDIS_SERVER, REDIS_BENCHMARK"
-    );
-    std::process::exit(2)
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        quick: false,
-        no_wait: false,
-        out: None,
-        only: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => args.quick = true,
-            "--no-wait" => args.no_wait = true,
-            "--out" => args.out = Some(it.next().unwrap_or_else(|| usage()).into()),
-            "--only" => {
-                let list = it.next().unwrap_or_else(|| usage());
-                args.only = list
-                    .split(',')
-                    .map(|s| s.trim().parse().unwrap_or_else(|_| usage()))
-                    .collect();
-            }
-            _ => usage(),
-        }
-    }
-    args
-}
-
-/// What the README says about the machine and the software.
-fn machine() -> Vec<(String, String)> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    let server = testkit::server_binary();
-    vec![
-        ("CPU".into(), format!("{cpus} × {model} (nproc {cpus})")),
-        ("memory".into(), mem),
-        ("kernel".into(), format!("Linux {kernel}")),
-        (
-            "server".into(),
-            util::command_output(&server, &["--version"]),
-        ),
-        (
-            "redis-benchmark".into(),
-            util::command_output(
-                &std::env::var("REDIS_BENCHMARK").unwrap_or_else(|_| "redis-benchmark".into()),
-                &["--version"],
-            ),
-        ),
-        ("module".into(), module_display()),
-        (
-            "commit".into(),
-            util::command_output("git", &["rev-parse", "--short", "HEAD"]),
-        ),
-        ("load average at start".into(), load),
-    ]
 }
 
-/// The module's path, relative to the workspace when inside it.
-fn module_display() -> String {
-    let path = testkit::module_path();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let shown = path
-        .strip_prefix(&root)
-        .unwrap_or(&path)
-        .display()
-        .to_string();
-    match std::fs::metadata(&path).and_then(|m| m.modified()) {
-        Ok(_) if shown.contains("/debug/") => format!("{shown} (debug build)"),
-        _ => shown,
+fn bench_server(
+    report: &mut Report,
+    plan: &Plan,
+    first: bool,
+    only: &dyn Fn(&str) -> bool,
+    t0: Instant,
+) {
+    let phase = |name: &str| eprintln!("[{:>4.0} s] {name}", t0.elapsed().as_secs_f64());
+    // Configured as redis.conf.example recommends for a lock service: with
+    // the AOF on, native writes pay for propagation as the module's do.
+    let server = Server::with(
+        Config::default()
+            .arg("appendonly", "yes")
+            .arg("appendfsync", "everysec"),
+    );
+    let url = server.url();
+    if only("cost") {
+        phase("server cost per call");
+        cost::server_cost(report, server.port(), &url, plan);
+    }
+    if only("client") {
+        phase("client round trips and latency");
+        roundtrip::round_trips(report, &url, plan.slices);
+        latency::acquisition(report, &url, plan.samples);
+    }
+    if only("handoff") {
+        phase("hand-off and fairness");
+        // The polling baselines wait in the client, the same on any server: once is enough.
+        handoff::contention(report, &url, first, plan);
+    }
+    drop(server);
+    if only("memory") {
+        phase("memory and scale");
+        let (big, small) = (Server::start(), Server::start());
+        memory::memory(report, &big.url(), &small.url(), plan.bulk);
+        scale::scale(
+            report,
+            [(big.port(), big.url()), (small.port(), small.url())],
+            plan,
+        );
     }
 }
 
-fn server() -> Server {
-    Server::with(Config::default().arg("save", ""))
+/// Replaces what lies between the bench markers of README.md's Performance section.
+fn update_readme(readme: &Path, summary: &str) {
+    const START: &str = "<!-- bench:start -->\n";
+    const END: &str = "<!-- bench:end -->";
+    let text = std::fs::read_to_string(readme).expect("read README.md");
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        return eprintln!("{}: no bench markers, not updated", readme.display());
+    };
+    let updated = format!("{}{START}{summary}{}", &text[..a], &text[b..]);
+    std::fs::write(readme, updated).expect("write README.md");
+    println!("updated {}", readme.display());
 }
 
 fn main() {
-    let args = parse_args();
-    let plan = if args.quick {
-        Plan::quick()
-    } else {
-        Plan::full()
+    let t0 = Instant::now();
+    let flag = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty() && v != "0")
     };
-    let run = |m: u8| args.only.is_empty() || args.only.contains(&m);
-    let write_to = match (&args.out, args.quick || !args.only.is_empty()) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, false) => Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/results"
-        ))),
-        (None, true) => None,
+    let quick = flag("BENCH_QUICK").is_some();
+    let only_list = flag("BENCH_ONLY");
+    let only = |m: &str| {
+        only_list
+            .as_deref()
+            .is_none_or(|l| l.split(',').any(|x| x.trim() == m))
     };
-    let started = Instant::now();
-    let _ = util::now_ns();
-    let machine = machine();
-    for (k, v) in &machine {
-        eprintln!("{k}: {v}");
+    let mut servers: Vec<String> = std::env::args().skip(1).collect();
+    if servers.is_empty() {
+        servers.push(testkit::server_binary());
     }
-    let module_path = testkit::module_path().display().to_string();
+    let plan = if quick { &QUICK } else { &FULL };
     let mut report = Report::default();
-    if module_path.contains("/debug/") {
-        report.notes.push(
-            "The module was a debug build: the figures do not represent a release build.".into(),
-        );
+    let mut versions = Vec::new();
+    for (i, binary) in servers.iter().enumerate() {
+        let label = server_label(binary);
+        eprintln!("== {label} ({binary})");
+        versions.push(format!("{label} (`{binary}`)"));
+        // testkit starts every server from this variable; no other thread runs now.
+        std::env::set_var("REDIS_SERVER", binary);
+        report.servers.push(label);
+        bench_server(&mut report, plan, i == 0, &only, t0);
     }
 
-    let main_server = server();
-    let url = main_server.url();
-    let mut conn = util::connect(&url);
-    let wait = !args.no_wait && util::wait_supported(&mut conn);
-    let hz = util::info(&mut conn, "server")
-        .get("hz")
-        .cloned()
-        .unwrap_or_default();
-    eprintln!(
-        "server on port {}; WAIT supported: {wait}",
-        main_server.port()
+    let run = format!(
+        "`make bench`{} at commit {}, {}, {:.0} s on {}; module `{}`; servers: {}.",
+        if quick { " with BENCH_QUICK=1" } else { "" },
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        t0.elapsed().as_secs_f64(),
+        machine(),
+        testkit::module_path().display(),
+        versions.join(", "),
     );
-    if !wait && !args.no_wait {
-        report.notes.push(
-            "This module build has no `LOCK.ACQUIRE … WAIT`: the module's rows of measurements 3 and 4 \
-             are skipped; the polling baselines still ran."
-                .into(),
-        );
-    }
-
-    let phase = |n: u8, name: &str| {
-        eprintln!("[{:>5.1} s] {n}. {name}", started.elapsed().as_secs_f64());
+    let md = format!(
+        "# Benchmark results\n\n{run} How each figure is measured and how to read it: \
+         [bench/README.md](../README.md).\n\n{}",
+        report.markdown()
+    );
+    println!("\n{md}");
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    let out = match flag("BENCH_OUT") {
+        Some(dir) => PathBuf::from(dir),
+        None if !quick && only_list.is_none() => results.clone(),
+        None => return,
     };
-    if run(1) {
-        phase(1, "server cost per command");
-        cost::server_cost(&mut report, main_server.port(), &url, plan.cost);
-    }
-    if run(2) {
-        phase(2, "client round trips");
-        roundtrip::round_trips(&mut report, &url, plan.rt_slices, plan.rt_slice);
-    }
-    if run(3) || run(4) {
-        phase(3, "hand-off and fairness (3, 4)");
-        let skip = match (wait, args.no_wait) {
-            (true, _) => None,
-            (false, true) => Some("--no-wait given"),
-            (false, false) => Some("WAIT not in this module build"),
-        };
-        contention::contention(&mut report, &url, skip, plan.contention);
-    }
-    drop(conn);
-    drop(main_server);
-    if run(5) || run(6) {
-        phase(5, "memory");
-        let big = server();
-        let small = server();
-        memory::memory(&mut report, &big.url(), &small.url(), plan.bulk_locks);
-        if run(6) {
-            phase(6, "scale");
-            cost::scale(
-                &mut report,
-                (big.port(), &big.url()),
-                (small.port(), &small.url()),
-                plan.bulk_locks,
-                plan.cost,
-            );
-        }
-    }
-    let total = started.elapsed();
-    eprintln!("[{:>5.1} s] done", total.as_secs_f64());
-
-    let mode = if args.quick { " --quick" } else { "" };
-    let date = util::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let mut header = format!(
-        "## Benchmark results\n\n\
-         Produced by `make bench` (which runs `cargo run --release -p lock-bench{mode}` after building \
-         the module) on {date}, in {:.0} s. The bench starts its own redis-server processes with the \
-         module on loopback ports (`save \"\"`, `hz` {hz}); every figure is compared with its baseline \
-         measured in the same run. Figures are reported, not asserted.\n\n\
-         | machine | |\n|---|---|\n",
-        total.as_secs_f64()
-    );
-    for (k, v) in &machine {
-        header.push_str(&format!("| {k} | {} |\n", v.replace('|', "\\|")));
-    }
-    // Relative to latest.md, which is written next to chart.svg.
-    header.push_str("\n![benchmark chart](chart.svg)\n");
-    println!("{}", report.text());
-    if let Some(dir) = write_to {
-        std::fs::create_dir_all(&dir).expect("create results directory");
-        let md = dir.join("latest.md");
-        let svg = dir.join("chart.svg");
-        std::fs::write(&md, report.markdown(&header)).expect("write latest.md");
-        let cpu = machine.first().map(|(_, v)| v.clone()).unwrap_or_default();
-        let subtitle = format!(
-            "{date} · {cpu} · {} · make bench",
-            machine
-                .iter()
-                .find(|(k, _)| k == "server")
-                .map(|(_, v)| v.split(" sha=").next().unwrap_or(v).to_owned())
-                .unwrap_or_default()
+    std::fs::create_dir_all(&out).expect("create the results directory");
+    std::fs::write(out.join("latest.md"), &md).expect("write latest.md");
+    println!("wrote {}", out.join("latest.md").display());
+    if out == results {
+        update_readme(
+            &results.join("../../README.md"),
+            &format!("{run}\n\n{}", report.summary()),
         );
-        std::fs::write(&svg, report.svg(&subtitle)).expect("write chart.svg");
-        println!("wrote {} and {}", md.display(), svg.display());
     }
+}
+
+/// "2 × AMD EPYC (load average 1.2 0.9 0.8)": the machine, and how busy it was.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{cores} × {} (load average {})",
+        model.map_or("?", |m| m.1.trim()),
+        load.join(" ")
+    )
 }

@@ -1,182 +1,151 @@
-//! Measurement 2: uncontended lock + unlock cycles per second over real
-//! round trips: the client crate against bsm/redis-lock's SET NX PX + EVALSHA,
-//! with PING round trips as the physical limit.
+//! Client round trips: uncontended lock + unlock cycles per second of each
+//! client API against bsm/redis-lock's `SET NX PX` + `EVALSHA`, with PING
+//! round trips as the ceiling. The contenders take turns in short time
+//! slices, all connections switching together, so a disturbance of the
+//! machine hits all alike.
 
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use redis_fenced_lock::{Locker, Options};
 
-use crate::report::{RatioBar, Report, Row, Section, Table, Target};
-use crate::util::{self, thousands, Rng};
+use crate::redis_io::{connect, flushall, take, RELEASE};
+use crate::report::{Report, Target, Unit};
+use crate::stats::thousands;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// One PING round trip.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    /// One PING round trip: the ceiling.
     Ping,
-    /// The client crate's `Locker::lock()` + `unlock()`.
-    Client,
-    /// The Go library's way: `SET key token NX PX 5000`, then `EVALSHA` compare-and-delete.
-    GoLibrary,
+    /// The client crate's `Locker`: `lock()` + `unlock()`.
+    Locker,
+    // NEW CLIENT API (bsm/redis-lock-style obtain + release): add a variant
+    // here, to `CONTENDERS`, and its cycle in `run_slice`; its column, its
+    // rows in the summary (against `SetNxEvalsha`) and its label follow.
+    /// bsm/redis-lock's way: `SET key token NX PX 5000`, then `EVALSHA` of its release script.
+    SetNxEvalsha,
 }
 
-const KINDS: [Kind; 3] = [Kind::Ping, Kind::Client, Kind::GoLibrary];
+const TITLE: &str = "Client round trips: uncontended cycles per second (% of PING ÷ 2)";
 
-/// The kind measured in slice `k`: every three slices hold one of each
-/// kind, in an order that rotates so none always comes first.
-fn kind_of(k: usize) -> Kind {
-    KINDS[(k + k / 3) % 3]
-}
+const CONTENDERS: [Contender; 3] = [Contender::Ping, Contender::Locker, Contender::SetNxEvalsha];
 
-/// Operations per second of each kind (indexed by `Kind as usize`) over
-/// `conns` connections, each on its own key. The kinds take turns in
-/// `slice`-long time slices, `per_kind` each, all connections switching
-/// together: a disturbance of the machine hits all kinds alike.
-fn rates(url: &str, conns: usize, per_kind: usize, slice: Duration, sha: &str) -> [f64; 3] {
-    let connections: Vec<Connection> = (0..conns).map(|_| util::connect(url)).collect();
-    let barrier = Arc::new(Barrier::new(conns + 1));
-    let start = Instant::now() + Duration::from_millis(100);
-    let slices = 3 * per_kind;
-    let mut handles = Vec::new();
-    for (i, mut conn) in connections.into_iter().enumerate() {
-        let barrier = Arc::clone(&barrier);
-        let sha = sha.to_owned();
-        handles.push(thread::spawn(move || {
-            let key = format!("rt:{i}");
-            let mut rng = Rng::from_time(i as u64);
-            let mut counts = [0u64; 3];
-            let ping = redis::cmd("PING");
-            barrier.wait();
-            thread::sleep(start.saturating_duration_since(Instant::now()));
-            for k in 0..slices {
-                let end = start + slice * (k as u32 + 1);
-                let kind = kind_of(k);
-                let count = &mut counts[kind as usize];
-                match kind {
-                    Kind::Ping => {
-                        while Instant::now() < end {
-                            let _: Value = ping.query(&mut conn).expect("PING");
-                            *count += 1;
-                        }
-                    }
-                    Kind::Client => {
-                        let mut locker = Locker::new(&mut conn, key.as_str(), Options::default());
-                        while Instant::now() < end {
-                            assert!(locker.lock().expect("lock()"), "uncontended lock refused");
-                            locker.unlock().expect("unlock()");
-                            *count += 1;
-                        }
-                    }
-                    Kind::GoLibrary => {
-                        while Instant::now() < end {
-                            // The Go library makes a fresh 16-byte token per Lock().
-                            let token = rng.token();
-                            let ok: Value = redis::cmd("SET")
-                                .arg(&key)
-                                .arg(&token)
-                                .arg("NX")
-                                .arg("PX")
-                                .arg(5000)
-                                .query(&mut conn)
-                                .expect("SET NX PX");
-                            assert_eq!(ok, Value::Okay, "uncontended SET NX refused");
-                            let n: i64 = redis::cmd("EVALSHA")
-                                .arg(&sha)
-                                .arg(1)
-                                .arg(&key)
-                                .arg(&token)
-                                .query(&mut conn)
-                                .expect("EVALSHA");
-                            assert_eq!(n, 1, "bsm/redis-lock release failed");
-                            *count += 1;
-                        }
-                    }
-                }
-            }
-            counts
-        }));
-    }
-    barrier.wait();
-    let mut total = [0u64; 3];
-    for h in handles {
-        let c = h.join().expect("round-trip thread");
-        for (t, c) in total.iter_mut().zip(c) {
-            *t += c;
+impl Contender {
+    fn label(self) -> &'static str {
+        match self {
+            Contender::Ping => "PING",
+            Contender::Locker => "`Locker` lock + unlock",
+            Contender::SetNxEvalsha => "`SET NX PX` + `EVALSHA`",
         }
     }
-    let secs = slice.as_secs_f64() * per_kind as f64;
-    total.map(|t| t as f64 / secs)
 }
 
-/// Runs measurement 2 with 1 and with 16 connections.
-pub fn round_trips(report: &mut Report, url: &str, per_kind: usize, slice: Duration) {
-    let mut conn = util::connect(url);
-    let sha = util::script_load(&mut conn, util::DEL_SCRIPT);
-    let mut table = Table::new(&[
-        "connections",
-        "PING round trips/s",
-        "ceiling: cycles/s (PING ÷ 2)",
-        "client crate cycles/s",
-        "bsm/redis-lock SET NX PX + EVALSHA cycles/s",
-        "ratio client ÷ bsm/redis-lock",
-    ]);
-    for (row, conns) in [1usize, 16].into_iter().enumerate() {
-        let [p, c, s] = rates(url, conns, per_kind, slice, &sha);
-        let ratio = c / s;
-        eprintln!(
-            "  {conns} connection(s): PING {p:.0}/s, client {c:.0}/s, bsm/redis-lock {s:.0}/s"
-        );
-        let ceiling = p / 2.0;
-        let of = |v: f64| {
-            format!(
-                "{} ({:.0}% of ceiling)",
-                thousands(v as u64),
-                100.0 * v / ceiling
-            )
-        };
-        table.push(vec![
-            conns.to_string(),
-            thousands(p as u64),
-            thousands(ceiling as u64),
-            of(c),
-            of(s),
-            format!("{ratio:.2}×"),
-        ]);
-        report.rows.push(Row {
-            id: format!("2{}", ['a', 'b'][row]),
-            what: format!(
-                "lock + unlock cycles/s, {conns} connection{}, client crate vs bsm/redis-lock (ceiling {}/s)",
-                if conns == 1 { "" } else { "s" },
-                thousands(ceiling as u64)
-            ),
-            module: format!("{}/s ({:.0}%)", thousands(c as u64), 100.0 * c / ceiling),
-            baseline: format!("{}/s ({:.0}%)", thousands(s as u64), 100.0 * s / ceiling),
-            value: ratio,
-            unit: "×",
-            target: Some(Target::at_least(1.0)),
-            skipped: None,
-        });
-        report.ratio_bars.push(RatioBar::new(
-            format!("lock+unlock, {conns} conn: client ÷ bsm/redis-lock"),
-            1.0 / ratio,
-            1.0,
-        ));
+/// Cycles of `c` on `key` until `end`.
+fn run_slice(c: Contender, conn: &mut Connection, key: &str, end: Instant) -> u64 {
+    let mut locker = Locker::new(conn, key, Options::default());
+    let mut n = 0;
+    while Instant::now() < end {
+        match c {
+            Contender::Ping => redis::cmd("PING")
+                .query::<Value>(locker.get_mut())
+                .map(drop)
+                .expect("PING"),
+            Contender::Locker => {
+                assert!(locker.lock().expect("lock()"), "uncontended lock refused");
+                locker.unlock().expect("unlock()");
+            }
+            Contender::SetNxEvalsha => {
+                // bsm/redis-lock makes a fresh token per Obtain().
+                let (token, conn) = (redis_fenced_lock::new_token(""), locker.get_mut());
+                let set: Value = take(false, key, &token, 5000)
+                    .query(conn)
+                    .expect("SET NX PX");
+                let released: i64 = RELEASE.key(key).arg(&token).invoke(conn).expect("EVALSHA");
+                assert!(
+                    set == Value::Okay && released == 1,
+                    "uncontended: {set:?}, {released}"
+                );
+            }
+        }
+        n += 1;
     }
-    util::flushall(&mut conn);
-    report.sections.push(Section {
-        title: "2. Client round trips (uncontended lock + unlock)".into(),
-        method: format!(
-            "One key per connection, blocking redis-rs connections, one thread each. Client crate: \
-             `Locker::new(conn, key, Options::default())`, then `lock()` + `unlock()` in a loop \
-             (LOCK.ACQUIRE + LOCK.RELEASE). bsm/redis-lock: a fresh 24-char token, `SET key token NX PX 5000`, then \
-             `EVALSHA` of bsm/redis-lock's compare-and-delete script. Both need two round trips per cycle, so the \
-             ceiling is PING round trips ÷ 2. PING, client and bsm/redis-lock take turns in {slice:?} slices, all \
-             connections switching together, {per_kind} slices each ({:?} per figure), so a disturbance of the \
-             machine hits all three alike.",
-            slice * per_kind as u32
-        ),
-        table,
+    n
+}
+
+/// Cycles per second of each contender over `conns` connections, each on
+/// its own key; `per_kind` slices of 100 ms each, in an order that rotates
+/// so that none always comes first.
+fn rates(url: &str, conns: usize, per_kind: usize) -> Vec<f64> {
+    let (k, slice) = (CONTENDERS.len(), Duration::from_millis(100));
+    let start = Instant::now() + Duration::from_millis(300);
+    let mut totals = vec![0u64; k];
+    thread::scope(|s| {
+        let per_connection = |i: usize| {
+            let mut conn = connect(url);
+            thread::sleep(start.saturating_duration_since(Instant::now()));
+            let mut counts = vec![0; k];
+            for j in 0..k * per_kind {
+                let (which, end) = ((j + j / k) % k, start + slice * (j as u32 + 1));
+                counts[which] += run_slice(CONTENDERS[which], &mut conn, &format!("rt:{i}"), end);
+            }
+            counts
+        };
+        let handles: Vec<_> = (0..conns)
+            .map(|i| s.spawn(move || per_connection(i)))
+            .collect();
+        for h in handles {
+            totals
+                .iter_mut()
+                .zip(h.join().expect("a client thread"))
+                .for_each(|(t, c)| *t += c);
+        }
     });
+    totals
+        .iter()
+        .map(|t| *t as f64 / (slice.as_secs_f64() * per_kind as f64))
+        .collect()
+}
+
+pub fn round_trips(report: &mut Report, url: &str, per_kind: usize) {
+    let mut conn = connect(url);
+    let raw = CONTENDERS
+        .iter()
+        .position(|c| *c == Contender::SetNxEvalsha)
+        .expect("raw");
+    let labels: Vec<String> = CONTENDERS
+        .iter()
+        .map(|c| format!("{}/s", c.label()))
+        .collect();
+    let header = format!("connections | {}", labels.join(" | "));
+    let mut id = b'a';
+    for conns in [1, 16] {
+        let r = rates(url, conns, per_kind);
+        // Two round trips per cycle: PING ÷ 2 is the ceiling.
+        let of_ceiling = |v: f64| format!("{} ({:.0}%)", thousands(v as u64), 200.0 * v / r[0]);
+        let mut cells: Vec<String> = r.iter().map(|v| of_ceiling(*v)).collect();
+        cells[0] = thousands(r[0] as u64);
+        report.detail(TITLE, &header, format!("{conns} | {}", cells.join(" | ")));
+        for (i, c) in CONTENDERS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 0 && *i != raw)
+        {
+            let s = if conns == 1 { "" } else { "s" };
+            let what = format!(
+                "client: {} cycles/s ÷ {}, {conns} connection{s}",
+                c.label(),
+                Contender::SetNxEvalsha.label()
+            );
+            report.figure(
+                &format!("2{}", id as char),
+                &what,
+                Unit::Ratio,
+                Some(Target::AtLeast(1.0)),
+                r[i] / r[raw],
+            );
+            id += 1;
+        }
+    }
+    flushall(&mut conn);
 }

@@ -4,7 +4,7 @@
 //   npm ci && REDIS_URL=redis://127.0.0.1:6379/ node lock_example.js
 //
 // It takes a lock, waits in the server's queue for a lock someone else holds
-// (LOCK.ACQUIRE ... WAIT), renews it, releases it, and shows what a command
+// (LOCK.ACQUIRE ... WAIT), renews it (LOCK.EXTEND), releases it, and shows what a command
 // timeout shorter than the WAIT does. It checks every step and exits
 // non-zero on a surprise; the last line is "node example: ok".
 //
@@ -82,8 +82,10 @@ async function main() {
     `got the lock after ${waited.toFixed(1)} s of WAIT, with a larger fence`);
 
   // Work, sending the fence with every write to the protected resource;
-  // renew before the TTL ends: the same fence back means still ours.
-  check((await acquire(client, token)) === fence, "renewed: the same fence");
+  // renew before the TTL ends with LOCK.EXTEND: the fence back means still
+  // ours, null means lost (stop working); it never takes a lapsed lock.
+  const renewed = await client.sendCommand(["LOCK.EXTEND", KEY, token, String(TTL_MS)]);
+  check(renewed === fence, "renewed with LOCK.EXTEND: the same fence");
   const remaining = await client.sendCommand(["LOCK.CHECK", KEY, token]);
   check(remaining > TTL_MS - 2000, "LOCK.CHECK: the TTL was reset");
   check((await release(client, token)) === 1, "released");

@@ -5,7 +5,7 @@ Run against a server with the lock module loaded:
     REDIS_URL=redis://127.0.0.1:6379/ python lock_example.py
 
 It takes a lock, waits in the server's queue for a lock someone else holds
-(LOCK.ACQUIRE ... WAIT), renews it, releases it, and shows what a too-short
+(LOCK.ACQUIRE ... WAIT), renews it (LOCK.EXTEND), releases it, and shows what a too-short
 socket_timeout does to a WAIT. It checks every step and exits non-zero on a
 surprise; the last line is "python example: ok".
 
@@ -81,8 +81,10 @@ def main():
           f"got the lock after {waited:.1f} s of WAIT, with a larger fence")
 
     # Work, sending the fence with every write to the protected resource;
-    # renew before the TTL ends: the same fence back means still ours.
-    check(acquire(r, token) == fence, "renewed: the same fence")
+    # renew before the TTL ends with LOCK.EXTEND: the fence back means still
+    # ours, None means lost (stop working); it never takes a lapsed lock.
+    check(r.execute_command("LOCK.EXTEND", KEY, token, TTL_MS) == fence,
+          "renewed with LOCK.EXTEND: the same fence")
     remaining = r.execute_command("LOCK.CHECK", KEY, token)
     check(remaining > TTL_MS - 2_000, "LOCK.CHECK: the TTL was reset")
 

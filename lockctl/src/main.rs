@@ -36,10 +36,10 @@ const MAIN_HELP: &str = "\
 lockctl: locks of the lock Redis module from the shell
 
 Usage:
-  lockctl [--url URL] run KEY [--ttl MS] [--wait MS | --no-wait]
+  lockctl [--url URL] run KEY [--ttl MS] [--wait MS | --no-wait] [--meta TEXT]
                           [--conflict-exit-code N] -- CMD [ARGS...]
   lockctl [--url URL] status KEY [--json]
-  lockctl [--url URL] acquire KEY [--ttl MS] [--wait MS | --no-wait]
+  lockctl [--url URL] acquire KEY [--ttl MS] [--wait MS | --no-wait] [--meta TEXT]
   lockctl [--url URL] release KEY TOKEN
   lockctl [SUBCOMMAND] --help
 
@@ -53,7 +53,8 @@ run: the command's own code (128+N if killed by signal N), 75 lock lost.
 ";
 
 const RUN_HELP: &str = "\
-lockctl run KEY [--ttl MS] [--wait MS | --no-wait] [--conflict-exit-code N] -- CMD [ARGS...]
+lockctl run KEY [--ttl MS] [--wait MS | --no-wait] [--meta TEXT]
+              [--conflict-exit-code N] -- CMD [ARGS...]
 
 Takes the lock KEY, then runs CMD with LOCK_KEY, LOCK_FENCE (the fencing
 token) and LOCK_TTL_MS in its environment (never the lock's token: whoever
@@ -64,6 +65,10 @@ has it can release the lock). CMD runs in a process group of its own.
   --wait MS                wait in the server's FIFO queue at most MS ms
                            (default, and --wait 0: wait without limit)
   --no-wait                give up at once if someone else holds the lock
+  --meta TEXT              stored with the lock for operators to see in
+                           `lockctl status` / LOCK.INFO (for example the
+                           host and the job); at most lock.max-meta-length
+                           bytes (1024 by default)
   --conflict-exit-code N   exit code when the lock is not obtained (default 1)
   --url URL                the server (default $REDIS_URL, else redis://127.0.0.1:6379/)
 
@@ -71,8 +76,9 @@ When CMD exits, the lock is released and lockctl exits with CMD's code
 (128+N if CMD was killed by signal N). SIGINT, SIGTERM and SIGHUP to lockctl
 are forwarded to CMD's process group; the lock is released when CMD exits.
 
-The lock is lost when a renewal is refused (the key was deleted or is held
-by someone else), or when no renewal has been acknowledged for 3/4 of the
+The lock is renewed with LOCK.EXTEND, which never takes a lapsed lock
+again. The lock is lost when a renewal is refused (the key expired, was
+deleted or is held by someone else), or when no renewal has been acknowledged for 3/4 of the
 TTL, counted from the renewal's sending (server unreachable or paused).
 Then lockctl sends SIGTERM to CMD's process group, SIGKILL TTL/8 later if it
 is still running (so before the server can hand the lock on), says so on
@@ -83,17 +89,19 @@ const STATUS_HELP: &str = "\
 lockctl status KEY [--json]
 
 Shows LOCK.INFO for KEY: held, foreign (held by a value the module did not
-write), ttl (ms), fence and waiters. The module keeps no metadata, so there
-is none to show. With --json, one line:
-  {\"key\":\"K\",\"held\":true,\"foreign\":false,\"ttl_ms\":123,\"fence\":45,\"waiters\":0}
-(fence is null when the lock is free or foreign; ttl_ms is -2 when the key
-does not exist, -1 when it has no expiry).
+write), ttl (ms), fence, waiters and the holder's metadata (--meta). With
+--json, one line:
+  {\"key\":\"K\",\"held\":true,\"foreign\":false,\"ttl_ms\":123,\"fence\":45,\"waiters\":0,\"meta\":\"host=a\"}
+(fence and meta are null when the lock is free or foreign, meta also when
+the holder stored none; ttl_ms is -2 when the key does not exist, -1 when
+it has no expiry; bytes of meta that are not UTF-8 show as U+FFFD).
 ";
 
 const ACQUIRE_HELP: &str = "\
-lockctl acquire KEY [--ttl MS] [--wait MS | --no-wait]
+lockctl acquire KEY [--ttl MS] [--wait MS | --no-wait] [--meta TEXT]
 
-Takes the lock KEY for TTL ms (default 30000) with a new random token and
+Takes the lock KEY for TTL ms (default 30000) with a new random token (and
+TEXT stored with it for `lockctl status`, given --meta) and
 prints \"TOKEN FENCE\" on one line; exits 1 if the lock is not obtained. It
 does not renew the lock: release it with `lockctl release KEY TOKEN` before
 the TTL ends. Without --wait it does not wait.
@@ -239,6 +247,7 @@ struct LockArgs {
     wait: Wait,
     conflict_code: u8,
     json: bool,
+    meta: Option<OsString>,
     positional: Vec<String>,
     command: Vec<OsString>,
 }
@@ -263,6 +272,7 @@ fn parse(rest: &[OsString], allowed: &[&str], with_command: bool) -> Result<Lock
         wait: Wait::Forever,
         conflict_code: EXIT_CONFLICT,
         json: false,
+        meta: None,
         positional: Vec::new(),
         command: Vec::new(),
     };
@@ -285,7 +295,10 @@ fn parse(rest: &[OsString], allowed: &[&str], with_command: bool) -> Result<Lock
             if !allowed.contains(&name.as_str()) {
                 return Err(usage(format!("unknown option {name}")));
             }
-            let takes_value = matches!(name.as_str(), "--ttl" | "--wait" | "--conflict-exit-code");
+            let takes_value = matches!(
+                name.as_str(),
+                "--ttl" | "--wait" | "--conflict-exit-code" | "--meta"
+            );
             let value = if takes_value {
                 match inline {
                     Some(v) => Some(v),
@@ -322,6 +335,12 @@ fn parse(rest: &[OsString], allowed: &[&str], with_command: bool) -> Result<Lock
                         u8::try_from(n).map_err(|_| usage("--conflict-exit-code: 0 to 255"))?;
                 }
                 "--json" => a.json = true,
+                "--meta" => {
+                    let v = value.ok_or_else(|| usage("--meta needs a value"))?;
+                    if a.meta.replace(v).is_some() {
+                        return Err(usage("--meta given more than once"));
+                    }
+                }
                 _ => unreachable!(),
             }
         } else {
@@ -394,13 +413,17 @@ fn new_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// LOCK.ACQUIRE with the chosen wait, on a connection of its own whose read
-/// timeout exceeds the wait. Some(fence), or None when not obtained.
-fn acquire(url: &str, key: &str, token: &str, ttl: u64, wait: Wait) -> Result<Option<i64>, Fail> {
+/// LOCK.ACQUIRE with the chosen wait and metadata, on a connection of its
+/// own whose read timeout exceeds the wait. Some(fence), or None when not
+/// obtained.
+fn acquire(url: &str, a: &LockArgs, token: &str) -> Result<Option<i64>, Fail> {
     let con = &mut connect(url)?;
     let mut cmd = redis::cmd("LOCK.ACQUIRE");
-    cmd.arg(key).arg(token).arg(ttl);
-    match wait {
+    cmd.arg(&a.key).arg(token).arg(a.ttl);
+    if let Some(meta) = &a.meta {
+        cmd.arg("META").arg(meta.as_encoded_bytes());
+    }
+    match a.wait {
         Wait::No => {}
         Wait::Forever => {
             // WAIT 0 waits without limit: so does the read.
@@ -416,12 +439,27 @@ fn acquire(url: &str, key: &str, token: &str, ttl: u64, wait: Wait) -> Result<Op
         .map_err(|e| server_error(url, &e))
 }
 
+/// LOCK.EXTEND: Some(fence) while the token holds the lock; never takes a
+/// lapsed lock again.
+fn extend(
+    con: &mut redis::Connection,
+    key: &str,
+    token: &str,
+    ttl: u64,
+) -> redis::RedisResult<Option<i64>> {
+    redis::cmd("LOCK.EXTEND")
+        .arg(key)
+        .arg(token)
+        .arg(ttl)
+        .query(con)
+}
+
 fn release(con: &mut redis::Connection, key: &str, token: &str) -> redis::RedisResult<i64> {
     redis::cmd("LOCK.RELEASE").arg(key).arg(token).query(con)
 }
 
 fn cmd_acquire(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
-    let mut a = parse(rest, &["--ttl", "--wait", "--no-wait"], false)?;
+    let mut a = parse(rest, &["--ttl", "--wait", "--no-wait", "--meta"], false)?;
     no_extra(&a)?;
     if let Wait::Forever = a.wait {
         // acquire waits only when asked to.
@@ -433,7 +471,7 @@ fn cmd_acquire(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
         }
     }
     let token = new_token();
-    match acquire(url, &a.key, &token, a.ttl, a.wait)? {
+    match acquire(url, &a, &token)? {
         Some(fence) => {
             println!("{token} {fence}");
             Ok(0)
@@ -468,6 +506,7 @@ struct Info {
     ttl: i64,
     fence: Option<i64>,
     waiters: i64,
+    meta: Option<String>,
 }
 
 fn int_of(v: &redis::Value) -> Option<i64> {
@@ -499,6 +538,12 @@ fn parse_info(v: &redis::Value) -> Option<Info> {
             "ttl" => info.ttl = int_of(v)?,
             "fence" => info.fence = int_of(v),
             "waiters" => info.waiters = int_of(v)?,
+            "meta" => {
+                info.meta = match v {
+                    redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                }
+            }
             _ => {}
         }
     }
@@ -534,13 +579,14 @@ fn cmd_status(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
         parse_info(&v).ok_or_else(|| unavailable(format!("unexpected LOCK.INFO reply: {v:?}")))?;
     if a.json {
         println!(
-            "{{\"key\":{},\"held\":{},\"foreign\":{},\"ttl_ms\":{},\"fence\":{},\"waiters\":{}}}",
+            "{{\"key\":{},\"held\":{},\"foreign\":{},\"ttl_ms\":{},\"fence\":{},\"waiters\":{},\"meta\":{}}}",
             json_string(&a.key),
             info.held,
             info.foreign,
             info.ttl,
             info.fence.map_or("null".to_owned(), |f| f.to_string()),
-            info.waiters
+            info.waiters,
+            info.meta.as_deref().map_or("null".to_owned(), json_string)
         );
     } else {
         let held = match (info.held, info.foreign) {
@@ -561,6 +607,7 @@ fn cmd_status(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
             info.fence.map_or("-".to_owned(), |f| f.to_string())
         );
         println!("waiters: {}", info.waiters);
+        println!("meta:    {}", info.meta.as_deref().unwrap_or("-"));
     }
     Ok(0)
 }
@@ -627,11 +674,7 @@ fn watchdog(url: String, key: String, token: String, ttl: u64, fence: i64, w: Ar
         }
         let sent = w.start.elapsed().as_millis() as u64;
         let reply = match con.as_mut() {
-            Some(c) => redis::cmd("LOCK.ACQUIRE")
-                .arg(&key)
-                .arg(&token)
-                .arg(ttl)
-                .query::<Option<i64>>(c),
+            Some(c) => extend(c, &key, &token, ttl),
             None => Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "not connected",
@@ -643,8 +686,7 @@ fn watchdog(url: String, key: String, token: String, ttl: u64, fence: i64, w: Ar
                 next = w.start + Duration::from_millis(sent) + interval;
             }
             Ok(_) => {
-                // Null: someone else holds it. Another fence: it lapsed and
-                // is ours anew, so someone may have held it in between.
+                // Null: it lapsed, was deleted or someone else holds it.
                 w.refused.store(true, Ordering::SeqCst);
                 return;
             }
@@ -671,7 +713,13 @@ fn exit_code_of(status: std::process::ExitStatus) -> u8 {
 fn cmd_run(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
     let a = parse(
         rest,
-        &["--ttl", "--wait", "--no-wait", "--conflict-exit-code"],
+        &[
+            "--ttl",
+            "--wait",
+            "--no-wait",
+            "--meta",
+            "--conflict-exit-code",
+        ],
         true,
     )?;
     no_extra(&a)?;
@@ -682,7 +730,7 @@ fn cmd_run(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
     }
     let token = new_token();
     let mut start = Instant::now();
-    let Some(fence) = acquire(url, &a.key, &token, a.ttl, a.wait)? else {
+    let Some(fence) = acquire(url, &a, &token)? else {
         eprintln!(
             "lockctl: {} is held by someone else; not running the command",
             a.key
@@ -697,12 +745,7 @@ fn cmd_run(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
         // known sending.
         start = Instant::now();
         let renewed = match main_con.as_mut() {
-            Some(c) => redis::cmd("LOCK.ACQUIRE")
-                .arg(&a.key)
-                .arg(&token)
-                .arg(a.ttl)
-                .query::<Option<i64>>(c)
-                .map_err(|e| server_error(url, &e))?,
+            Some(c) => extend(c, &a.key, &token, a.ttl).map_err(|e| server_error(url, &e))?,
             None => return Err(unavailable(format!("cannot connect to {url}"))),
         };
         if renewed != Some(fence) {
@@ -779,7 +822,7 @@ fn cmd_run(url: &str, rest: &[OsString]) -> Result<u8, Fail> {
                 let refused = watch.refused.load(Ordering::SeqCst);
                 if refused || since >= lose_after {
                     let why = if refused {
-                        "a renewal was refused: the key was deleted or is held by someone else"
+                        "a renewal was refused: the lock expired, was deleted or is held by someone else"
                             .to_owned()
                     } else {
                         format!("no renewal acknowledged for {since} ms (TTL {} ms)", a.ttl)

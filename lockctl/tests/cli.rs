@@ -80,7 +80,9 @@ fn run_sh(server: &Server, key: &str, opts: &[&str], script: &str) -> Child {
         .arg("--")
         .arg("sh")
         .arg("-c");
-    c.arg(script).env("F", events(server));
+    c.arg(script)
+        .env("F", events(server))
+        .env("LOCKCTL", env!("CARGO_BIN_EXE_lockctl"));
     spawn(c)
 }
 
@@ -296,7 +298,7 @@ fn status_json_has_a_fixed_shape() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "{\"key\":\"job\",\"held\":false,\"foreign\":false,\"ttl_ms\":-2,\"fence\":null,\"waiters\":0}\n"
+        "{\"key\":\"job\",\"held\":false,\"foreign\":false,\"ttl_ms\":-2,\"fence\":null,\"waiters\":0,\"meta\":null}\n"
     );
     let acq = lockctl(&server)
         .args(["acquire", "job", "--ttl", "60000"])
@@ -314,13 +316,57 @@ fn status_json_has_a_fixed_shape() {
     let (ttl, tail) = s[prefix.len()..].split_once(',').unwrap();
     let ttl: i64 = ttl.parse().unwrap();
     assert!(ttl > 0 && ttl <= 60000, "{s}");
-    assert_eq!(tail, format!("\"fence\":{fence},\"waiters\":0}}\n"));
+    assert_eq!(
+        tail,
+        format!("\"fence\":{fence},\"waiters\":0,\"meta\":null}}\n")
+    );
     let human = lockctl(&server).args(["status", "job"]).output().unwrap();
     let h = String::from_utf8(human.stdout).unwrap();
     assert!(
         h.contains("held:    yes") && h.contains(&format!("fence:   {fence}")),
         "{h}"
     );
+}
+
+#[test]
+fn meta_is_stored_with_the_lock_and_shown_by_status() {
+    let server = Server::start();
+    let f = events(&server);
+    let c = run_sh(
+        &server,
+        "job",
+        &["--meta", "host=build-7 job=\"nightly\""],
+        r#""$LOCKCTL" status "$LOCK_KEY" --json >> "$F"; "$LOCKCTL" status "$LOCK_KEY" >> "$F""#,
+    );
+    let (o, _) = finish(c, LONG);
+    assert!(o.status.success(), "{o:?}");
+    let out = lines(&f).join("\n");
+    assert!(
+        out.contains(r#","meta":"host=build-7 job=\"nightly\""}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"meta:    host=build-7 job="nightly""#),
+        "{out}"
+    );
+    // acquire takes it too; the metadata goes with the lock.
+    let acq = lockctl(&server)
+        .args(["acquire", "job", "--meta", "by hand"])
+        .output()
+        .unwrap();
+    assert!(acq.status.success(), "{acq:?}");
+    let out = lockctl(&server)
+        .args(["status", "job", "--json"])
+        .output()
+        .unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.ends_with(",\"meta\":\"by hand\"}\n"), "{s}");
+    // Twice is an error.
+    let o = lockctl(&server)
+        .args(["acquire", "job2", "--meta", "a", "--meta", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o.status), 64, "{o:?}");
 }
 
 #[test]

@@ -41,6 +41,25 @@ pub fn floor(now_us: u64, margin_ms: u64) -> u64 {
         .min(MAX_FENCE)
 }
 
+/// Whether a command (its arguments, name first) hands cluster slots to a
+/// node: `CLUSTER SETSLOT slot NODE id`, `CLUSTER ADDSLOTS …`,
+/// `CLUSTER ADDSLOTSRANGE …`. A node that starts serving a slot must issue
+/// fences above those its previous owner issued there, as after a
+/// promotion; Redis has no event for it, so the module watches these
+/// commands.
+pub fn hands_over_slots(args: &[&[u8]]) -> bool {
+    match args {
+        [cluster, sub, rest @ ..] if cluster.eq_ignore_ascii_case(b"cluster") => {
+            if sub.eq_ignore_ascii_case(b"addslots") || sub.eq_ignore_ascii_case(b"addslotsrange") {
+                return true;
+            }
+            sub.eq_ignore_ascii_case(b"setslot")
+                && matches!(rest, [_, how, _] if how.eq_ignore_ascii_case(b"node"))
+        }
+        _ => false,
+    }
+}
+
 /// The fencing clock: the wall clock moved by `offset_ms` (a debug setting
 /// that lets tests give two servers skewed clocks).
 pub fn clock(now_us: u64, offset_ms: i64) -> u64 {
@@ -89,6 +108,31 @@ mod tests {
     fn exceeds_a_previous_fence_from_the_future() {
         // A fence written by a master whose clock ran ahead of ours.
         assert_eq!(next_fence(Some(9_000), 0, 1_000), 9_001);
+    }
+
+    #[test]
+    fn slot_handovers() {
+        let yes: [&[&[u8]]; 4] = [
+            &[b"CLUSTER", b"SETSLOT", b"42", b"NODE", b"abc"],
+            &[b"cluster", b"setslot", b"42", b"node", b"abc"],
+            &[b"CLUSTER", b"ADDSLOTS", b"1", b"2"],
+            &[b"CLUSTER", b"ADDSLOTSRANGE", b"1", b"100"],
+        ];
+        for args in yes {
+            assert!(hands_over_slots(args), "{args:?}");
+        }
+        let no: [&[&[u8]]; 7] = [
+            &[b"CLUSTER", b"SETSLOT", b"42", b"IMPORTING", b"abc"],
+            &[b"CLUSTER", b"SETSLOT", b"42", b"STABLE"],
+            &[b"CLUSTER", b"SETSLOT", b"42", b"NODE"],
+            &[b"CLUSTER", b"INFO"],
+            &[b"CLUSTER"],
+            &[b"SET", b"k", b"v"],
+            &[],
+        ];
+        for args in no {
+            assert!(!hands_over_slots(args), "{args:?}");
+        }
     }
 
     #[test]

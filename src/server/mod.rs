@@ -8,5 +8,6 @@ pub mod config;
 pub mod fencing;
 pub mod key;
 pub mod register;
+pub mod slots;
 pub mod stats;
 pub mod waiters;

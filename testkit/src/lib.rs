@@ -6,6 +6,13 @@
 //! `PATH`); the module from `LOCK_MODULE` (default: the newest
 //! `target/{release,debug}/liblock.so` of this workspace, which `make test`
 //! builds first).
+//!
+//! [`Cluster`] starts a Redis Cluster of such servers (masters with
+//! replicas) with `redis-cli --cluster create`.
+
+pub mod cluster;
+
+pub use cluster::{Cluster, NodeView};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -51,6 +58,18 @@ impl Config {
         self
     }
 
+    /// Whether `--name` is among the arguments.
+    pub fn has_arg(&self, name: &str) -> bool {
+        self.args.iter().any(|a| a == &format!("--{name}"))
+    }
+
+    /// Whether the server runs in cluster mode (`--cluster-enabled yes`).
+    pub fn cluster_enabled(&self) -> bool {
+        self.args
+            .windows(2)
+            .any(|w| w[0] == "--cluster-enabled" && w[1].eq_ignore_ascii_case("yes"))
+    }
+
     /// Adds a module argument pair (`name value`).
     pub fn module_arg(mut self, name: &str, value: &str) -> Self {
         self.module_args.push(name.to_owned());
@@ -63,6 +82,9 @@ impl Config {
 pub struct Server {
     child: Option<Child>,
     port: u16,
+    /// The cluster bus port, when cluster mode is on and the configuration
+    /// names none (chosen once, kept across restarts).
+    bus_port: Option<u16>,
     dir: tempfile::TempDir,
     config: Config,
 }
@@ -110,6 +132,7 @@ impl Server {
         let mut server = Server {
             child: None,
             port: 0,
+            bus_port: None,
             dir,
             config,
         };
@@ -153,6 +176,13 @@ impl Server {
             cmd.args(&self.config.module_args);
         }
         cmd.args(&self.config.args);
+        // The cluster bus listens on port + 10000 unless told otherwise,
+        // which fails for ports above 55535 (a third of the ephemeral
+        // range): give it a free port of its own.
+        if self.config.cluster_enabled() && !self.config.has_arg("cluster-port") {
+            let bus_port = *self.bus_port.get_or_insert_with(free_port);
+            cmd.arg("--cluster-port").arg(bus_port.to_string());
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -221,6 +251,11 @@ impl Server {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Whether the process was started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Stops the process (SIGKILL) and waits for it.

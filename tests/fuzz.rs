@@ -97,7 +97,7 @@ fn env_u64(name: &str) -> Option<u64> {
 struct Replay {
     target: &'static str,
     case: u64,
-    case_seed: u64,
+    case_start: u64,
 }
 
 impl Drop for Replay {
@@ -105,7 +105,7 @@ impl Drop for Replay {
         if std::thread::panicking() {
             eprintln!(
                 "fuzz {}: case {} failed (case state {:#018x}); replay with FUZZ_CASE={} cargo test --test fuzz {}",
-                self.target, self.case, self.case_seed, self.case, self.target
+                self.target, self.case, self.case_start, self.case, self.target
             );
         }
     }
@@ -122,13 +122,13 @@ fn fuzz(target: &'static str, stream: u64, check: impl Fn(&mut Rng)) {
     let count = range.end - range.start;
     let started = Instant::now();
     for case in range {
-        let case_seed = Rng(stream ^ case.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next();
+        let case_start = Rng(stream ^ case.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next();
         let replay = Replay {
             target,
             case,
-            case_seed,
+            case_start,
         };
-        check(&mut Rng(case_seed));
+        check(&mut Rng(case_start));
         std::mem::forget(replay);
     }
     eprintln!(

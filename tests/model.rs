@@ -23,7 +23,7 @@
 //! The model never has to guess which of two racing events came first, so
 //! a case number replays the same run.
 //!
-//! `MODEL_SEED=<case number>` replays a run (the case number is printed first);
+//! `MODEL_CASE=<case number>` replays a run (the case number is printed first);
 //! `MODEL_OPS=<n>` sets its length (default 5,000 steps). A million:
 //! `MODEL_OPS=1000000 cargo test --release --test model -- --nocapture`.
 //! The server's files go to `MODEL_DIR`, else `/dev/shm` when it exists:
@@ -478,7 +478,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(case_seed: u64) -> Harness {
+    fn new(case_number: u64) -> Harness {
         let config = Config::default()
             .arg("appendonly", "yes")
             .arg("appendfsync", "always")
@@ -506,7 +506,7 @@ impl Harness {
             counts: Counts::default(),
             past: Counts::default(),
             tally: Tally::default(),
-            rng: Rng(case_seed),
+            rng: Rng(case_number),
             next_seq: 0,
             next_token: 0,
             step: 0,
@@ -1207,7 +1207,7 @@ fn tempfile_ok(dir: &Path) -> bool {
 
 #[test]
 fn random_steps_match_the_model() {
-    let case_seed = env_u64("MODEL_SEED").unwrap_or_else(|| {
+    let case_number = env_u64("MODEL_CASE").unwrap_or_else(|| {
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
@@ -1217,19 +1217,19 @@ fn random_steps_match_the_model() {
     let ops = env_u64("MODEL_OPS").unwrap_or(5_000);
     let dir = choose_data_dir();
     eprintln!(
-        "model: case number {case_seed:#x} ({ops} steps; replay with MODEL_SEED={case_seed:#x}), \
+        "model: case number {case_number:#x} ({ops} steps; replay with MODEL_CASE={case_number:#x}), \
          server files in {dir}"
     );
     // testkit makes the server's directory under TMPDIR; this binary runs
     // no other test, so nothing reads the variable concurrently.
     std::env::set_var("TMPDIR", &dir);
 
-    let mut h = Harness::new(case_seed);
+    let mut h = Harness::new(case_number);
     let start = Instant::now();
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| h.run(ops)));
     if let Err(e) = outcome {
         eprintln!(
-            "model: FAILED at step {} of case number {case_seed:#x} (MODEL_SEED={case_seed:#x}); last steps:",
+            "model: FAILED at step {} of case number {case_number:#x} (MODEL_CASE={case_number:#x}); last steps:",
             h.step
         );
         for line in &h.history {
@@ -1239,7 +1239,7 @@ fn random_steps_match_the_model() {
         panic::resume_unwind(e);
     }
     println!(
-        "model: case number {case_seed:#x}: {}",
+        "model: case number {case_number:#x}: {}",
         h.summary(start.elapsed())
     );
 }

@@ -1,4 +1,4 @@
-//! Random lock tokens: 16 bytes from the thread-local CSPRNG (seeded from the
+//! Random lock tokens: 16 bytes from the thread-local CSPRNG (initialised from the
 //! operating system), base64url-encoded with padding as bsm/redis-lock does:
 //! 24 characters, after the configured prefix.
 

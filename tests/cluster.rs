@@ -251,68 +251,20 @@ fn locker_waiter(client: &ClusterClient, key: &str, release: bool) -> JoinHandle
     })
 }
 
-/// The client crate's `AsyncLocker`, waiting in the server, on an async
-/// cluster connection of its own; `release` as for [`raw_waiter`].
-fn async_waiter(
-    rt: &tokio::runtime::Runtime,
-    client: &ClusterClient,
-    key: &str,
-    release: bool,
-) -> tokio::task::JoinHandle<Outcome> {
-    let client = client.clone();
-    let key = key.to_owned();
-    rt.spawn(async move {
-        let conn = client.get_async_connection().await.unwrap();
-        let mut locker = AsyncLocker::new(conn, key.clone(), waiting());
-        let mut sent_away = Vec::new();
-        loop {
-            match locker.lock().await {
-                Ok(true) => break,
-                Ok(false) => return Err(format!("{key}: not obtained")),
-                Err(e) if retry_after(&e.to_string()) && sent_away.len() < RETRIES => {
-                    sent_away.push(e.to_string());
-                }
-                Err(e) => return Err(format!("{key}: {e} after {sent_away:?}")),
-            }
-        }
-        let got = Got {
-            token: locker.token().unwrap().to_owned(),
-            fence: locker.fence().unwrap() as i64,
-            sent_away,
-        };
-        if release {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            locker.unlock().await.map_err(|e| format!("{key}: {e}"))?;
-        }
-        Ok(got)
-    })
-}
-
 /// A waiter of any kind, to be joined.
 type Waiter = Box<dyn FnOnce() -> Outcome>;
 
-/// Waiter number `n` on `key`: a raw command, a sync or an async locker.
-fn any_waiter(
-    n: usize,
-    rt: &tokio::runtime::Runtime,
-    client: &ClusterClient,
-    key: &str,
-    release: bool,
-) -> Waiter {
-    match n % 3 {
-        0 => {
-            let w = raw_waiter(client, key, release);
-            Box::new(move || w.join().unwrap())
-        }
-        1 => {
-            let w = locker_waiter(client, key, release);
-            Box::new(move || w.join().unwrap())
-        }
-        _ => {
-            let w = async_waiter(rt, client, key, release);
-            let handle = rt.handle().clone();
-            Box::new(move || handle.block_on(w).unwrap())
-        }
+/// Waiter number `n` on `key`: a raw command or a sync locker, both waiting
+/// in the server. (The async locker polls on a cluster connection, having
+/// no connection of its own to wait on, so it never queues; the async
+/// cluster connection takes locks above.)
+fn any_waiter(n: usize, client: &ClusterClient, key: &str, release: bool) -> Waiter {
+    if n % 2 == 0 {
+        let w = raw_waiter(client, key, release);
+        Box::new(move || w.join().unwrap())
+    } else {
+        let w = locker_waiter(client, key, release);
+        Box::new(move || w.join().unwrap())
     }
 }
 
@@ -419,7 +371,7 @@ fn planned_failover_keeps_every_lock_and_sends_waiters_to_the_new_master() {
 
     // On the master to fail over: held locks with a waiter each, and locks
     // about to expire with a waiter each; on the others, held locks with
-    // waiters too. Waiters are raw commands, sync and async lockers.
+    // waiters too. Waiters are raw commands and sync lockers.
     let held_waited = take_sync(
         &mut conn,
         &keys_on(&mut admin, &owners, old, "waited", HELD_WAITED),
@@ -433,7 +385,7 @@ fn planned_failover_keeps_every_lock_and_sends_waiters_to_the_new_master() {
         let keys = keys_on(&mut admin, &owners, *i, "elsewhere", ELSEWHERE_PER_MASTER);
         elsewhere.extend(take_sync(&mut conn, &keys));
     }
-    let spawn = |n: usize, h: &Held| any_waiter(n, &rt, &client, &h.key, false);
+    let spawn = |n: usize, h: &Held| any_waiter(n, &client, &h.key, false);
     let held_waiters: Vec<_> = held_waited
         .iter()
         .enumerate()
@@ -751,7 +703,6 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
     let started = Instant::now();
     let cluster = Cluster::start(5_000);
     let client = cluster_client(&cluster);
-    let rt = rt();
     let mut admin = cluster.node(0).conn();
     let owners = cluster.slot_owners();
     let masters = cluster.masters();
@@ -759,7 +710,7 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
     let (mut a, mut b) = (cluster.node(from).conn(), cluster.node(to).conn());
 
     // Ten locks in one slot of `from` (one hash tag), each with three
-    // waiters: a raw command and an async locker on cluster connections,
+    // waiters: a raw command and a sync locker on cluster connections,
     // and a raw command on a plain connection to `from`. One more lock, in
     // another slot of `from`, with two waiters that stay there.
     let tag = (0..)
@@ -780,8 +731,8 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
     let mut waiters: Vec<(String, Waiter)> = Vec::new();
     let mut plain = Vec::new();
     for key in &keys {
-        waiters.push((key.clone(), any_waiter(0, &rt, &client, key, true)));
-        waiters.push((key.clone(), any_waiter(2, &rt, &client, key, true)));
+        waiters.push((key.clone(), any_waiter(0, &client, key, true)));
+        waiters.push((key.clone(), any_waiter(1, &client, key, true)));
         let mut direct = cluster.node(from).conn();
         let (k, token) = (
             key.clone(),
@@ -798,7 +749,7 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
     for _ in 0..2 {
         waiters.push((
             stay_key.clone(),
-            any_waiter(0, &rt, &client, &stay_key, true),
+            any_waiter(0, &client, &stay_key, true),
         ));
     }
     let queued = (3 * KEYS + 2) as u64;
@@ -832,7 +783,7 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
         let e = reply.expect_err("granted on the old owner");
         let e = error_text(&e);
         assert!(e.starts_with("TRYAGAIN"), "{key}: {e}");
-        waiters.push((key.clone(), any_waiter(1, &rt, &client, &key, true)));
+        waiters.push((key.clone(), any_waiter(1, &client, &key, true)));
     }
     // The migrated locks are held on the new owner, with their fences.
     for h in &holders {

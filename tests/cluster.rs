@@ -259,7 +259,7 @@ type Waiter = Box<dyn FnOnce() -> Outcome>;
 /// no connection of its own to wait on, so it never queues; the async
 /// cluster connection takes locks above.)
 fn any_waiter(n: usize, client: &ClusterClient, key: &str, release: bool) -> Waiter {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let w = raw_waiter(client, key, release);
         Box::new(move || w.join().unwrap())
     } else {
@@ -747,10 +747,7 @@ fn slot_migration_sends_waiters_to_the_new_owner() {
         }));
     }
     for _ in 0..2 {
-        waiters.push((
-            stay_key.clone(),
-            any_waiter(0, &client, &stay_key, true),
-        ));
+        waiters.push((stay_key.clone(), any_waiter(0, &client, &stay_key, true)));
     }
     let queued = (3 * KEYS + 2) as u64;
     wait_queued(&mut a, queued, "the waiters on the old owner");

@@ -41,9 +41,9 @@ pub fn floor(now_us: u64, margin_ms: u64) -> u64 {
         .min(MAX_FENCE)
 }
 
-/// Whether a command (its arguments, name first) hands cluster slots to a
-/// node: `CLUSTER SETSLOT slot NODE id`, `CLUSTER ADDSLOTS …`,
-/// `CLUSTER ADDSLOTSRANGE …`. A node that starts serving a slot must issue
+/// Whether a command (its first arguments, name first; five are enough)
+/// hands cluster slots to a node: `CLUSTER SETSLOT slot NODE id`,
+/// `CLUSTER ADDSLOTS …`, `CLUSTER ADDSLOTSRANGE …`. A node that starts serving a slot must issue
 /// fences above those its previous owner issued there, as after a
 /// promotion; Redis has no event for it, so the module watches these
 /// commands.
@@ -115,7 +115,7 @@ mod tests {
         let yes: [&[&[u8]]; 4] = [
             &[b"CLUSTER", b"SETSLOT", b"42", b"NODE", b"abc"],
             &[b"cluster", b"setslot", b"42", b"node", b"abc"],
-            &[b"CLUSTER", b"ADDSLOTS", b"1", b"2"],
+            &[b"CLUSTER", b"ADDSLOTS", b"1", b"2", b"3"],
             &[b"CLUSTER", b"ADDSLOTSRANGE", b"1", b"100"],
         ];
         for args in yes {

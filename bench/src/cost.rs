@@ -14,14 +14,14 @@ use crate::report::{Report, Target, Unit};
 use crate::stats::median;
 use crate::Plan;
 
-const COST: &str = "Server µs per call, per round";
-
-/// A summary row: the module's µs per call against the baseline's, from one round's counters.
+/// A summary row: the module's µs per call against the baseline's, each
+/// the sum over its commands (lower case, as in commandstats).
 struct Pair {
     id: &'static str,
     what: &'static str,
     target: f64,
-    us: fn(&Delta) -> (f64, f64),
+    module: &'static [&'static str],
+    baseline: &'static [&'static str],
 }
 
 /// Runs `round` `plan.rounds` times, each returning its counters; a detail
@@ -31,24 +31,17 @@ fn rounds(report: &mut Report, plan: &Plan, pairs: &[Pair], mut round: impl FnMu
     for n in 1..=plan.rounds {
         let d = round();
         for (p, ratios) in pairs.iter().zip(&mut ratios) {
-            let (m, b) = (p.us)(&d);
+            let us = |cmds: &[&str]| cmds.iter().map(|c| d.us(c)).sum::<f64>();
+            let (m, b) = (us(p.module), us(p.baseline));
             let row = format!("{} | {n} | {m:.3} | {b:.3} | {:.2}×", p.what, m / b);
-            report.detail(
-                COST,
-                "figure | round | module µs | baseline µs | ratio",
-                row,
-            );
+            let header = "figure | round | module µs | baseline µs | ratio";
+            report.detail("Server µs per call, per round", header, row);
             ratios.push(m / b);
         }
     }
     for (p, ratios) in pairs.iter().zip(&ratios) {
-        report.figure(
-            p.id,
-            p.what,
-            Unit::Ratio,
-            Some(Target::AtMost(p.target)),
-            median(ratios),
-        );
+        let target = Some(Target::AtMost(p.target));
+        report.figure(p.id, p.what, Unit::Ratio, target, median(ratios));
     }
 }
 
@@ -60,7 +53,8 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, plan: &Plan) {
         id: "1a",
         what: "LOCK.ACQUIRE ÷ `SET NX PX`, same mix of grants and refusals",
         target: 1.0,
-        us: |d| (d.us("lock.acquire"), d.us("set")),
+        module: &["lock.acquire"],
+        baseline: &["set"],
     };
     let commands = [
         "LOCK.ACQUIRE acq:lk:__rand_int__ tok:__rand_int__ 5000",
@@ -77,18 +71,15 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, plan: &Plan) {
         id: "1b",
         what: "full cycle: (LOCK.ACQUIRE + LOCK.RELEASE) ÷ (`SET NX PX` + `DEL`)",
         target: 1.25,
-        us: |d| {
-            (
-                d.us("lock.acquire") + d.us("lock.release"),
-                d.us("set") + d.us("del"),
-            )
-        },
+        module: &["lock.acquire", "lock.release"],
+        baseline: &["set", "del"],
     };
     let release = Pair {
         id: "1c",
         what: "LOCK.RELEASE ÷ bsm/redis-lock's `EVALSHA` compare-and-delete",
         target: 0.5,
-        us: |d| (d.us("lock.release"), d.us("evalsha")),
+        module: &["lock.release"],
+        baseline: &["evalsha"],
     };
     RELEASE.load(conn).expect("SCRIPT LOAD");
     rounds(report, plan, &[cycle, release], || {
@@ -109,16 +100,14 @@ pub fn server_cost(report: &mut Report, port: u16, url: &str, plan: &Plan) {
         id: "1d",
         what: "LOCK.CHECK ÷ one `GET` of the same kind of key",
         target: 1.2,
-        us: |d| (d.us("lock.check"), d.us("get")),
+        module: &["lock.check"],
+        baseline: &["get"],
     };
     flushall(conn);
     hold(conn, true, "chk:lk:", 100_000, 900_000);
     hold(conn, false, "chk:sk:", 100_000, 900_000);
-    let commands = [
-        format!("LOCK.CHECK chk:lk:__rand_int__ {TOKEN}"),
-        "GET chk:sk:__rand_int__".into(),
-    ];
-    let commands = commands.each_ref().map(String::as_str);
+    let check_lock = format!("LOCK.CHECK chk:lk:__rand_int__ {TOKEN}");
+    let commands = [check_lock.as_str(), "GET chk:sk:__rand_int__"];
     rounds(report, plan, &[check], || {
         Delta::of(conn, |c| {
             run_together(c, port, &commands, plan.calls, 200_000)

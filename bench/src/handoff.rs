@@ -12,24 +12,17 @@ use redis::{Connection, Value};
 
 use crate::redis_io::{connect, flushall, take, RELEASE};
 use crate::report::{Report, Unit};
-use crate::stats::{median, ms, thousands, Latency};
+use crate::stats::{percentile, thousands, Latency};
 use crate::Plan;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// In the server's FIFO queue: `LOCK.ACQUIRE key token ttl WAIT ms`.
-    Wait,
-    /// bsm/redis-lock's way: `SET key token NX PX ttl`, sleeping this long between tries.
-    Poll(Duration),
-}
+/// `None`: in the server's FIFO queue (`LOCK.ACQUIRE key token ttl WAIT
+/// ms`); `Some(d)`: bsm/redis-lock's `SET key token NX PX ttl`, sleeping
+/// `d` between tries.
+type Poll = Option<Duration>;
 
-impl Mode {
-    fn label(self) -> String {
-        match self {
-            Mode::Wait => "module WAIT".into(),
-            Mode::Poll(d) => format!("bsm/redis-lock polling every {} ms", d.as_millis()),
-        }
-    }
+fn label(poll: Poll) -> String {
+    let polling = |d: Duration| format!("bsm/redis-lock polling every {} ms", d.as_millis());
+    poll.map_or("module WAIT".into(), polling)
 }
 
 /// Lock TTL in these runs: far above any hold, so no lock expires.
@@ -63,10 +56,6 @@ impl Shared {
         self.stop.load(SeqCst)
     }
 
-    fn push(&self, ms: f64) {
-        self.samples.lock().expect("samples").push(ms);
-    }
-
     fn samples(&self) -> usize {
         self.samples.lock().expect("samples").len()
     }
@@ -80,12 +69,11 @@ impl Shared {
     }
 
     fn result(self) -> Result<Latency, String> {
-        match self.error.into_inner().expect("error") {
-            Some(e) => Err(e),
-            None => Ok(Latency::from_ms(
-                self.samples.into_inner().expect("samples"),
-            )),
-        }
+        let samples = self.samples.into_inner().expect("samples");
+        self.error
+            .into_inner()
+            .expect("error")
+            .map_or(Ok(Latency::from_ms(&samples)), Err)
     }
 }
 
@@ -94,51 +82,36 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random::<f64>())
 }
 
-/// One try: `Ok(true)` granted, `Ok(false)` busy (poll) or timed out (wait).
-fn try_acquire(conn: &mut Connection, mode: Mode, key: &str, token: &str) -> Result<bool, String> {
-    let mut cmd = take(mode == Mode::Wait, key, token, TTL_MS);
-    if mode == Mode::Wait {
+/// Takes the lock the way `poll` says, with a fresh token as bsm/redis-lock
+/// does; the token, or None once stopped.
+fn acquire(conn: &mut Connection, poll: Poll, key: &str, sh: &Shared) -> Option<String> {
+    let token = redis_fenced_lock::new_token("");
+    let mut cmd = take(poll.is_none(), key, &token, TTL_MS);
+    if poll.is_none() {
         cmd.arg(("WAIT", WAIT_MS));
     }
-    match cmd.query(conn) {
-        Ok(Value::Int(_) | Value::Okay) => Ok(true),
-        Ok(Value::Nil) => Ok(false),
-        other => Err(format!("acquire answered {other:?}")),
+    // Not queued yet: a stopped run takes no new waiters. (One queued at
+    // the stop is granted the lock later and must release it.)
+    while !sh.stopped() {
+        sh.tries.fetch_add(1, SeqCst);
+        match (cmd.query(conn), poll) {
+            (Ok(Value::Int(_) | Value::Okay), _) => return Some(token),
+            (Ok(Value::Nil), None) => {}
+            (Ok(Value::Nil), Some(d)) => sh.sleep(d),
+            (other, _) => sh.fail(format!("acquire answered {other:?}")),
+        }
     }
+    None
 }
 
-fn release(conn: &mut Connection, mode: Mode, key: &str, token: &str) -> Result<(), String> {
-    let reply = match mode {
-        Mode::Wait => redis::cmd("LOCK.RELEASE").arg((key, token)).query(conn),
-        Mode::Poll(_) => RELEASE.key(key).arg(token).invoke(conn),
+fn release(conn: &mut Connection, poll: Poll, key: &str, token: &str) -> Result<(), String> {
+    let reply = match poll {
+        None => redis::cmd("LOCK.RELEASE").arg((key, token)).query(conn),
+        Some(_) => RELEASE.key(key).arg(token).invoke(conn),
     };
     match reply {
         Ok(1) => Ok(()),
         other => Err(format!("release of a held lock answered {other:?}")),
-    }
-}
-
-/// Takes the lock the way `mode` does, one token per attempt as
-/// bsm/redis-lock does; the token, or None once stopped.
-fn acquire_loop(conn: &mut Connection, mode: Mode, key: &str, sh: &Shared) -> Option<String> {
-    let token = redis_fenced_lock::new_token("");
-    loop {
-        // Not queued yet: a stopped run takes no new waiters. (One queued
-        // at the stop is granted the lock later and must release it.)
-        if sh.stopped() {
-            return None;
-        }
-        sh.tries.fetch_add(1, SeqCst);
-        match (try_acquire(conn, mode, key, &token), mode) {
-            (Ok(true), _) => return Some(token),
-            (Ok(false), Mode::Wait) if sh.stopped() => return None,
-            (Ok(false), Mode::Wait) => {}
-            (Ok(false), Mode::Poll(d)) => sh.sleep(d),
-            (Err(e), _) => {
-                sh.fail(e);
-                return None;
-            }
-        }
     }
 }
 
@@ -153,13 +126,12 @@ fn acquire_loop(conn: &mut Connection, mode: Mode, key: &str, sh: &Shared) -> Op
 /// per client.
 fn contend(
     url: &str,
-    mode: Mode,
+    poll: Poll,
     clients: usize,
-    time: Duration,
-    samples: usize,
+    (time, samples): (Duration, usize),
     rejoin_late: bool,
 ) -> Result<(Latency, f64, Vec<u64>), String> {
-    let key = format!("bench:contend:{}:{clients}", mode.label());
+    let key = format!("bench:contend:{}:{clients}", label(poll));
     let (sh, barrier) = (Shared::default(), Barrier::new(clients + 1));
     let counts: Vec<AtomicU64> = (0..clients).map(|_| AtomicU64::new(0)).collect();
     let tries_per_sec = thread::scope(|s| {
@@ -167,20 +139,21 @@ fn contend(
             let (sh, key, barrier, mut conn) = (&sh, key.as_str(), &barrier, connect(url));
             let client = move || {
                 barrier.wait();
-                while let Some(token) = acquire_loop(&mut conn, mode, key, sh) {
+                while let Some(token) = acquire(&mut conn, poll, key, sh) {
                     let last = *sh.last_release.lock().expect("last");
                     if let (Some(t), true) = (last, sh.measuring.load(SeqCst)) {
-                        sh.push(t.elapsed().as_secs_f64() * 1e3);
+                        let sample = t.elapsed().as_secs_f64() * 1e3;
+                        sh.samples.lock().expect("samples").push(sample);
                         count.fetch_add(1, SeqCst);
                     }
                     if !sh.stopped() {
                         thread::sleep(HOLD);
                     }
                     *sh.last_release.lock().expect("last") = Some(Instant::now());
-                    if let Err(e) = release(&mut conn, mode, key, &token) {
+                    if let Err(e) = release(&mut conn, poll, key, &token) {
                         return sh.fail(e);
                     }
-                    if let (Mode::Poll(d), true) = (mode, rejoin_late) {
+                    if let (Some(d), true) = (poll, rejoin_late) {
                         sh.sleep(jitter(d));
                     }
                 }
@@ -203,18 +176,16 @@ fn contend(
     Ok((sh.result()?, tries_per_sec, counts))
 }
 
-fn unix_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-}
-
 /// Expiry hand-off: a holder takes the lock for a random 10–110 ms and never
 /// releases it; one waiter waits. A sample is the time from the lock's
 /// deadline (`PEXPIRETIME`, whole ms) to the waiter's grant. 4 keys at once.
-fn expiry_run(url: &str, mode: Mode, plan: &Plan) -> Result<Latency, String> {
-    let sh = Shared::default();
-    let end = Instant::now() + plan.run_time;
+fn expiry_run(url: &str, poll: Poll, plan: &Plan) -> Result<Latency, String> {
+    let (sh, end) = (Shared::default(), Instant::now() + plan.run_time);
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
     thread::scope(|s| {
         for p in 0..4 {
             let (sh, key) = (&sh, format!("bench:expiry:{p}"));
@@ -224,8 +195,7 @@ fn expiry_run(url: &str, mode: Mode, plan: &Plan) -> Result<Latency, String> {
                     // The module's waiter waits on a module lock, a poller on a SET NX PX key.
                     let ttl = rand::rng().random_range(10..110);
                     let token = redis_fenced_lock::new_token("");
-                    let taken =
-                        take(mode == Mode::Wait, &key, &token, ttl).query::<Value>(&mut holder);
+                    let taken = take(poll.is_none(), &key, &token, ttl).query::<Value>(&mut holder);
                     let at: i64 = redis::cmd("PEXPIRETIME")
                         .arg(&key)
                         .query(&mut holder)
@@ -233,13 +203,14 @@ fn expiry_run(url: &str, mode: Mode, plan: &Plan) -> Result<Latency, String> {
                     if !matches!(taken, Ok(Value::Int(_) | Value::Okay)) || at <= 0 {
                         return sh.fail(format!("holder got {taken:?}, deadline {at}"));
                     }
-                    if let Mode::Poll(d) = mode {
+                    if let Some(d) = poll {
                         thread::sleep(jitter(d));
                     }
-                    if acquire_loop(&mut waiter, mode, &key, sh).is_none() {
+                    if acquire(&mut waiter, poll, &key, sh).is_none() {
                         return;
                     }
-                    sh.push((unix_ms() - at as f64).max(0.0));
+                    let sample = (now_ms() - at as f64).max(0.0);
+                    sh.samples.lock().expect("samples").push(sample);
                     let _: redis::RedisResult<Value> =
                         redis::cmd("DEL").arg(&key).query(&mut waiter);
                 }
@@ -252,48 +223,46 @@ fn expiry_run(url: &str, mode: Mode, plan: &Plan) -> Result<Latency, String> {
 /// Hand-off and fairness of the module's WAIT; with `baselines`, also of
 /// bsm/redis-lock's polling at 100 ms (its default) and 10 ms, for reference.
 pub fn contention(report: &mut Report, url: &str, baselines: bool, plan: &Plan) {
-    let mut conn = connect(url);
-    let mut modes = vec![Mode::Wait];
+    let mut modes = vec![None];
     if baselines {
-        modes.extend([100, 10].map(|d| Mode::Poll(Duration::from_millis(d))));
+        modes.extend([100, 10].map(|d| Some(Duration::from_millis(d))));
     }
-    let ids = [["4a", "4b"], ["4c", "4d"], ["4e", "4f"], ["4g", "4h"]];
-    for (waiters, ids) in [Some(1), Some(100), Some(1000), None].into_iter().zip(ids) {
+    let run = (plan.run_time, plan.samples);
+    // Waiters (none: expiry), row ids, targets in ms.
+    let cases = [
+        (Some(1), ["4a", "4b"], [1.0, 5.0]),
+        (Some(100), ["4c", "4d"], [1.0, 5.0]),
+        (Some(1000), ["4e", "4f"], [1.0, 5.0]),
+        (None, ["4g", "4h"], [2.0, 10.0]),
+    ];
+    for (waiters, ids, targets) in cases {
         let case = match waiters {
             Some(1) => "release → next holder, 1 waiter".to_owned(),
-            Some(n) => format!("release → next holder, {} waiters", thousands(n as u64)),
+            Some(n) => format!("release → next holder, {} waiters", thousands(n)),
             None => "expiry: lock's deadline → its waiter holds".into(),
         };
-        for &mode in &modes {
-            let run = match waiters {
-                Some(n) => contend(url, mode, n + 1, plan.run_time, plan.samples, true)
+        for &poll in &modes {
+            let result = match waiters {
+                Some(n) => contend(url, poll, n as usize + 1, run, true)
                     .map(|(l, rate, _)| (l, thousands(rate as u64))),
-                None => expiry_run(url, mode, plan).map(|l| (l, String::new())),
+                None => expiry_run(url, poll, plan).map(|l| (l, String::new())),
             };
-            let run =
-                run.map_err(|e| report.note(format!("{case}, {}: failed: {e}", mode.label())));
-            if let Ok((l, rate)) = &run {
-                let (p50, p99, max, n, mode) =
-                    (ms(l.p50), ms(l.p99), ms(l.max), l.samples, mode.label());
-                let row = format!("{case} | {mode} | {p50} | {p99} | {max} | {n} | {rate}");
-                report.detail(
-                    "Hand-off latency",
-                    "case | mode | p50 | p99 | max | samples | acquire commands/s",
-                    row,
-                );
+            let (mode, result) = (label(poll), result.map_err(|e| format!("failed: {e}")));
+            match &result {
+                Ok((l, rate)) => {
+                    let [p50, p99, max] = [l.p50, l.p99, l.max].map(|v| Unit::Ms.show(v));
+                    let row = format!(
+                        "{case} | {mode} | {p50} | {p99} | {max} | {} | {rate}",
+                        l.samples
+                    );
+                    let header = "case | mode | p50 | p99 | max | samples | acquire commands/s";
+                    report.detail("Hand-off latency", header, row);
+                }
+                Err(e) => report.note(format!("{case}, {mode}: {e}")),
             }
-            if mode == Mode::Wait {
-                let targets = if waiters.is_some() {
-                    [1.0, 5.0]
-                } else {
-                    [2.0, 10.0]
-                };
-                report.latency(
-                    ids,
-                    &format!("hand-off, {case}"),
-                    targets.map(Some),
-                    run.ok().map(|r| r.0),
-                );
+            if poll.is_none() {
+                let what = format!("hand-off, {case}");
+                report.latency(ids, &what, targets.map(Some), result.ok().map(|r| r.0));
             }
         }
     }
@@ -301,43 +270,28 @@ pub fn contention(report: &mut Report, url: &str, baselines: bool, plan: &Plan) 
         "Fairness: acquisitions per client, {FAIRNESS_CLIENTS} clients on one key for {:?}",
         plan.fairness_time
     );
-    for &mode in &modes {
-        let counts = match contend(
-            url,
-            mode,
-            FAIRNESS_CLIENTS,
-            plan.fairness_time,
-            usize::MAX,
-            false,
-        ) {
+    for &poll in &modes {
+        let run = (plan.fairness_time, usize::MAX);
+        let counts = match contend(url, poll, FAIRNESS_CLIENTS, run, false) {
             Ok((_, _, counts)) => counts,
             Err(e) => {
-                report.note(format!("fairness, {}: failed: {e}", mode.label()));
+                report.note(format!("fairness, {}: failed: {e}", label(poll)));
                 continue;
             }
         };
-        let (min, max) = (
-            counts.iter().min().copied().unwrap_or(0),
-            counts.iter().max().copied().unwrap_or(0),
-        );
-        let med = median(&counts.iter().map(|c| *c as f64).collect::<Vec<_>>());
-        let (label, never) = (mode.label(), counts.iter().filter(|c| **c == 0).count());
-        let row = format!("{label} | {min} | {med} | {max} | {never}");
+        let counts: Vec<f64> = counts.iter().map(|c| *c as f64).collect();
+        let [min, med, max] = [0.0, 0.5, 1.0].map(|q| percentile(&counts, q));
+        let never = counts.iter().filter(|c| **c == 0.0).count();
+        let row = format!("{} | {min} | {med} | {max} | {never}", label(poll));
         report.detail(
             &title,
             "mode | min | median | max | clients never served",
             row,
         );
-        if mode == Mode::Wait {
+        if poll.is_none() {
             let what = format!("fairness: fewest ÷ most acquisitions per client, {FAIRNESS_CLIENTS} clients on one key");
-            report.figure(
-                "5",
-                &what,
-                Unit::Ratio,
-                None,
-                min as f64 / max.max(1) as f64,
-            );
+            report.figure("5", &what, Unit::Ratio, None, min / max.max(1.0));
         }
     }
-    flushall(&mut conn);
+    flushall(&mut connect(url));
 }

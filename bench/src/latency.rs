@@ -17,6 +17,10 @@ use crate::stats::{time_each, Latency};
 pub fn acquisition(report: &mut Report, url: &str, port: u16, samples: usize) {
     let mut conn = connect(url);
     let mut i = 0;
+    let mut row = |ids, what, l: Result<Latency, String>| {
+        let l = l.map_err(|e| report.note(format!("acquisition latency: {e}")));
+        report.latency(ids, &format!("latency: {what}"), [None, None], l.ok());
+    };
     let plain = time_each(samples, || {
         i += 1;
         let token = redis_fenced_lock::new_token("");
@@ -25,15 +29,7 @@ pub fn acquisition(report: &mut Report, url: &str, port: u16, samples: usize) {
             other => Err(format!("LOCK.ACQUIRE answered {other:?}")),
         }
     });
-    if let Err(e) = &plain {
-        report.note(format!("acquisition latency: {e}"));
-    }
-    report.latency(
-        ["3a", "3b"],
-        "latency: uncontended LOCK.ACQUIRE round trip",
-        [None, None],
-        plain.ok(),
-    );
+    row(["3a", "3b"], "uncontended LOCK.ACQUIRE round trip", plain);
 
     // Replica-acknowledged: the crate's Locker with `ReplicaAck`, which
     // pipelines WAIT 1 1000 after LOCK.ACQUIRE, against a replica of this server.
@@ -42,7 +38,7 @@ pub fn acquisition(report: &mut Report, url: &str, port: u16, samples: usize) {
         Duration::from_secs(60),
         "the replica to acknowledge",
         || {
-            let n: i64 = redis::cmd("WAIT").arg(1).arg(1000).query(&mut conn).ok()?;
+            let n: i64 = redis::cmd("WAIT").arg((1, 1000)).query(&mut conn).ok()?;
             (n == 1).then_some(())
         },
     );
@@ -58,13 +54,8 @@ pub fn acquisition(report: &mut Report, url: &str, port: u16, samples: usize) {
             other => Err(format!("acknowledged acquisition: {other:?}")),
         }
     });
-    let acked = note_err(report, acked);
-    report.latency(
-        ["3c", "3d"],
-        "latency: acquisition + WAIT 1 (one replica, client's ReplicaAck)",
-        [None, None],
-        acked,
-    );
+    let what = "acquisition + WAIT 1 (one replica, client's ReplicaAck)";
+    row(["3c", "3d"], what, acked);
     drop(replica);
 
     // Redlock over five servers started here (the module, no persistence).
@@ -74,24 +65,13 @@ pub fn acquisition(report: &mut Report, url: &str, port: u16, samples: usize) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let none = RedlockOptions::new();
+    let (ttl, none) = (Duration::from_secs(10), RedlockOptions::new());
     let five = time_each(samples, || {
         i += 1;
-        rt.block_on(redlock.obtain(format!("lat:{i}"), Duration::from_secs(10), &none))
-            .map(drop)
-            .map_err(|e| e.to_string())
+        let obtained = rt.block_on(redlock.obtain(format!("lat:{i}"), ttl, &none));
+        obtained.map(drop).map_err(|e| e.to_string())
     });
-    let five = note_err(report, five);
-    report.latency(
-        ["3e", "3f"],
-        "latency: 5-server Redlock acquisition (redis_fenced_lock::Redlock)",
-        [None, None],
-        five,
-    );
+    let what = "5-server Redlock acquisition (redis_fenced_lock::Redlock)";
+    row(["3e", "3f"], what, five);
     flushall(&mut conn);
-}
-
-fn note_err(report: &mut Report, r: Result<Latency, String>) -> Option<Latency> {
-    r.map_err(|e| report.note(format!("acquisition latency: {e}")))
-        .ok()
 }

@@ -1,19 +1,8 @@
-//! `lock-bench`: the lock module against plain Redis commands and
-//! bsm/redis-lock's way (`SET NX PX` + `EVALSHA` compare-and-delete), on
-//! each server named on the command line, every comparison within one run
-//! on one server. Prints one Markdown table (a column per server, every
-//! target marked met or missed) and the detail tables; a full run writes
-//! them to `bench/results/latest.md` and the summary into README.md.
-//!
-//! ```text
-//! lock-bench [REDIS_SERVER_BINARY...]   (default: $REDIS_SERVER or redis-server)
-//! BENCH_QUICK=1         a short run (~1 min per server) that writes nothing
-//! BENCH_ONLY=cost,client,handoff,memory   some measurements; writes nothing
-//! BENCH_OUT=DIR         write latest.md to DIR instead (README.md untouched)
-//! LOCK_MODULE, REDIS_BENCHMARK   the module and the redis-benchmark binary
-//! ```
-//!
-//! How each figure is measured and how to read it: bench/README.md.
+//! `lock-bench [REDIS_SERVER_BINARY...]`: the lock module against plain
+//! Redis commands and bsm/redis-lock's way (`SET NX PX` + `EVALSHA`), on each
+//! server in turn, every comparison within one run on one server. Prints the
+//! results as Markdown; a full run writes them to `bench/results/latest.md`
+//! and README.md. Options, and how each figure is measured: bench/README.md.
 
 mod cost;
 mod handoff;
@@ -26,7 +15,7 @@ mod roundtrip;
 mod scale;
 mod stats;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use testkit::{Config, Server};
@@ -35,8 +24,9 @@ use crate::report::Report;
 
 /// Sizes of the measurements on one server.
 pub struct Plan {
-    /// Rounds of each server-cost pair, calls per redis-benchmark process,
-    /// and how long the cycle pair runs per round.
+    /// Rounds of each server-cost pair (the scale measurement takes two
+    /// more), calls per redis-benchmark process, and how long the cycle pair
+    /// runs per round.
     pub rounds: usize,
     pub calls: u64,
     pub cycle_time: Duration,
@@ -49,7 +39,6 @@ pub struct Plan {
     pub fairness_time: Duration,
     /// Keys of the memory measurement, left in place for the scale rounds.
     pub bulk: u64,
-    pub scale_rounds: usize,
 }
 
 const FULL: Plan = Plan {
@@ -61,7 +50,6 @@ const FULL: Plan = Plan {
     run_time: Duration::from_secs(4),
     fairness_time: Duration::from_secs(10),
     bulk: 1_000_000,
-    scale_rounds: 5,
 };
 
 const QUICK: Plan = Plan {
@@ -73,7 +61,6 @@ const QUICK: Plan = Plan {
     run_time: Duration::from_secs(1),
     fairness_time: Duration::from_secs(1),
     bulk: 100_000,
-    scale_rounds: 1,
 };
 
 /// "Redis 7.0.15" or "Valkey 8.1.8", from `--version`.
@@ -129,11 +116,7 @@ fn bench_server(
         phase("memory and scale");
         let (big, small) = (Server::start(), Server::start());
         memory::memory(report, &big.url(), &small.url(), plan.bulk);
-        scale::scale(
-            report,
-            [(big.port(), big.url()), (small.port(), small.url())],
-            plan,
-        );
+        scale::scale(report, [&big, &small], plan);
     }
 }
 
@@ -197,21 +180,14 @@ fn main() {
         report.markdown()
     );
     println!("\n{md}");
-    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-    let out = match flag("BENCH_OUT") {
-        Some(dir) => PathBuf::from(dir),
-        None if !quick && only_list.is_none() => results.clone(),
-        None => return,
-    };
-    std::fs::create_dir_all(&out).expect("create the results directory");
-    std::fs::write(out.join("latest.md"), &md).expect("write latest.md");
-    println!("wrote {}", out.join("latest.md").display());
-    if out == results {
-        update_readme(
-            &results.join("../../README.md"),
-            &format!("{run}\n\n{}", report.summary()),
-        );
+    if quick || only_list.is_some() {
+        return;
     }
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    std::fs::write(results.join("latest.md"), &md).expect("write latest.md");
+    println!("wrote {}", results.join("latest.md").display());
+    let summary = format!("{run}\n\n{}", report.summary());
+    update_readme(&results.join("../../README.md"), &summary);
 }
 
 /// "2 × AMD EPYC (load average 1.2 0.9 0.8)": the machine, and how busy it was.
@@ -223,9 +199,6 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!(
-        "{cores} × {} (load average {})",
-        model.map_or("?", |m| m.1.trim()),
-        load.join(" ")
-    )
+    let model = model.map_or("?", |m| m.1.trim());
+    format!("{cores} × {model} (load average {})", load.join(" "))
 }

@@ -12,17 +12,6 @@ use crate::stats::thousands;
 /// TTL of the bulk-loaded locks: they must outlive the scale measurement.
 const BULK_TTL_MS: u64 = 900_000;
 
-fn memory_usage(conn: &mut Connection, key: &str) -> f64 {
-    let bytes: u64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg(key)
-        .arg("SAMPLES")
-        .arg(0)
-        .query(conn)
-        .expect("MEMORY USAGE");
-    bytes as f64
-}
-
 fn used_memory(conn: &mut Connection) -> f64 {
     // Let clientsCron shrink the loader's buffers first.
     thread::sleep(Duration::from_millis(300));
@@ -31,55 +20,44 @@ fn used_memory(conn: &mut Connection) -> f64 {
         .expect("used_memory")
 }
 
-/// `used_memory` growth from `n` keys `lock:{i}`, each with its own token,
-/// loaded over a connection that is closed before memory is read.
-fn growth(conn: &mut Connection, url: &str, module: bool, n: u64) -> f64 {
+/// `used_memory` growth per key from `n` keys `lock:{i}`, each with its own
+/// token, loaded over a connection that is closed before memory is read.
+fn growth_per_key(url: &str, module: bool, n: u64) -> f64 {
+    let conn = &mut connect(url);
     let before = used_memory(conn);
-    let mut loader = connect(url);
+    let keys = (0..n).map(|i| (format!("lock:{i}"), redis_fenced_lock::new_token("")));
     pipelined(
-        &mut loader,
-        (0..n).map(|i| {
-            take(
-                module,
-                &format!("lock:{i}"),
-                &redis_fenced_lock::new_token(""),
-                BULK_TTL_MS,
-            )
-        }),
+        &mut connect(url),
+        keys.map(|(k, t)| take(module, &k, &t, BULK_TTL_MS)),
     );
-    drop(loader);
     let keys: u64 = redis::cmd("DBSIZE").query(conn).expect("DBSIZE");
     assert_eq!(keys, n, "keys loaded");
-    used_memory(conn) - before
+    (used_memory(conn) - before) / n as f64
 }
 
 /// Leaves `n` held locks on `big` for the scale measurement; `small` ends empty.
 pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
-    let (mut big, mut small) = (connect(big_url), connect(small_url));
-    let _: redis::Value = take(true, "mem:lock", TOKEN, 60_000)
-        .query(&mut small)
-        .expect("LOCK.ACQUIRE");
-    let _: redis::Value = take(false, "mem:setk", TOKEN, 60_000)
-        .query(&mut small)
-        .expect("SET");
-    let (lock, set) = (
-        memory_usage(&mut small, "mem:lock"),
-        memory_usage(&mut small, "mem:setk"),
-    );
-    flushall(&mut small);
-    let lock_growth = growth(&mut big, big_url, true, n);
-    let set_growth = growth(&mut small, small_url, false, n);
-    flushall(&mut small);
-    let (lock_key, set_key) = (lock_growth / n as f64, set_growth / n as f64);
-    let title = format!(
-        "Memory, bytes (24-character tokens; used_memory per key of {})",
-        thousands(n)
-    );
-    let row = format!("{lock} | {set} | {lock_key:.1} | {set_key:.1}");
+    let small = &mut connect(small_url);
+    let mut usage = |module: bool| {
+        let key = format!("mem:{module}");
+        let _: redis::Value = take(module, &key, TOKEN, 60_000)
+            .query(small)
+            .expect("take");
+        let usage = redis::cmd("MEMORY")
+            .arg(("USAGE", &key, "SAMPLES", 0))
+            .query(small);
+        usage.expect("MEMORY USAGE")
+    };
+    let (lock, set): (f64, f64) = (usage(true), usage(false));
+    flushall(small);
+    let lock_key = growth_per_key(big_url, true, n);
+    let set_key = growth_per_key(small_url, false, n);
+    flushall(small);
+    let n = thousands(n);
     report.detail(
-        &title,
+        &format!("Memory, bytes (24-character tokens; used_memory per key of {n})"),
         "MEMORY USAGE: lock | SET NX PX key | used_memory: lock | SET NX PX key",
-        row,
+        format!("{lock} | {set} | {lock_key:.1} | {set_key:.1}"),
     );
     let what = "memory: `MEMORY USAGE` of a held lock − a `SET NX PX` key, same token";
     report.figure(
@@ -89,15 +67,7 @@ pub fn memory(report: &mut Report, big_url: &str, small_url: &str, n: u64) {
         Some(Target::AtMost(16.0)),
         lock - set,
     );
-    let what = format!(
-        "memory: `used_memory` per key, {} locks − as many `SET NX PX` keys",
-        thousands(n)
-    );
-    report.figure(
-        "6b",
-        &what,
-        Unit::Bytes,
-        Some(Target::AtMost(16.0)),
-        lock_key - set_key,
-    );
+    let what = format!("memory: `used_memory` per key, {n} locks − as many `SET NX PX` keys");
+    let growth = lock_key - set_key;
+    report.figure("6b", &what, Unit::Bytes, Some(Target::AtMost(16.0)), growth);
 }

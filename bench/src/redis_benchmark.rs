@@ -11,39 +11,21 @@ use std::time::Duration;
 /// fails loudly instead of measuring error replies.
 pub fn run_together(conn: &mut redis::Connection, port: u16, commands: &[&str], n: u64, r: u64) {
     for command in commands {
-        let args: Vec<String> = command
-            .split(' ')
-            .map(|a| a.replace("__rand_int__", "probe"))
-            .collect();
-        if let Err(e) = redis::cmd(&args[0])
-            .arg(&args[1..])
-            .query::<redis::Value>(conn)
-        {
+        let mut probe = redis::Cmd::new();
+        for arg in command.replace("__rand_int__", "probe").split(' ') {
+            probe.arg(arg);
+        }
+        if let Err(e) = probe.query::<redis::Value>(conn) {
             panic!("{command}: {e}");
         }
     }
     let bin = std::env::var("REDIS_BENCHMARK").unwrap_or_else(|_| "redis-benchmark".into());
-    let (port, n, r) = (port.to_string(), n.to_string(), r.to_string());
+    let options = format!("-h 127.0.0.1 -p {port} -q -P 32 -c 20 -r {r} -n {n}");
     let mut children: Vec<_> = commands
         .iter()
         .map(|command| {
             Command::new(&bin)
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-q",
-                    "-P",
-                    "32",
-                    "-c",
-                    "20",
-                    "-r",
-                    &r,
-                    "-n",
-                    &n,
-                ])
-                .args(command.split(' '))
+                .args(options.split(' ').chain(command.split(' ')))
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {bin} (set REDIS_BENCHMARK?): {e}"))

@@ -66,13 +66,8 @@ impl Delta {
 
     /// Server µs per call of `cmd` (lower case, as in commandstats).
     pub fn us(&self, cmd: &str) -> f64 {
-        let get = |field: &str| {
-            self.0
-                .get(&format!("{cmd}.{field}"))
-                .copied()
-                .unwrap_or(0.0)
-        };
-        get("usec") / get("calls")
+        let get = |field: &str| self.0.get(&format!("{cmd}.{field}")).copied();
+        get("usec").unwrap_or(0.0) / get("calls").unwrap_or(0.0)
     }
 }
 
@@ -93,11 +88,11 @@ pub fn pipelined(conn: &mut Connection, cmds: impl IntoIterator<Item = Cmd>) {
 
 /// `LOCK.ACQUIRE key token ttl` (`module`) or bsm/redis-lock's `SET key token NX PX ttl`.
 pub fn take(module: bool, key: &str, token: &str, ttl_ms: u64) -> Cmd {
+    let mut cmd = redis::cmd(if module { "LOCK.ACQUIRE" } else { "SET" });
+    cmd.arg((key, token));
     match module {
-        true => redis::cmd("LOCK.ACQUIRE").arg((key, token, ttl_ms)).clone(),
-        false => redis::cmd("SET")
-            .arg((key, token, "NX", "PX", ttl_ms))
-            .clone(),
+        true => cmd.arg(ttl_ms).clone(),
+        false => cmd.arg(("NX", "PX", ttl_ms)).clone(),
     }
 }
 
@@ -111,8 +106,6 @@ pub fn hold(conn: &mut Connection, module: bool, prefix: &str, n: u64, ttl_ms: u
 }
 
 pub fn flushall(conn: &mut Connection) {
-    let _: () = redis::cmd("FLUSHALL")
-        .arg("SYNC")
-        .query(conn)
-        .expect("FLUSHALL");
+    let flushed = redis::cmd("FLUSHALL").arg("SYNC").exec(conn);
+    flushed.expect("FLUSHALL");
 }

@@ -1,16 +1,14 @@
 //! The results, all Markdown: one summary table (a row per figure, a column
 //! per server, each figure marked met or missed) and detail tables.
 
-use crate::stats::{ms, Latency};
+use crate::stats::Latency;
 
-/// How a figure is shown.
+/// How a figure is shown: a ratio, ms, or a difference in bytes or µs.
 #[derive(Clone, Copy)]
 pub enum Unit {
     Ratio,
     Ms,
-    /// A difference in bytes.
     Bytes,
-    /// A difference in µs.
     Us,
 }
 
@@ -19,9 +17,9 @@ impl Unit {
         match self {
             _ if v.is_nan() => "n/a".into(),
             Unit::Ratio => format!("{v:.2}×"),
-            Unit::Ms => ms(v),
-            Unit::Bytes if v.fract() == 0.0 => format!("{v:+.0} B"),
-            Unit::Bytes => format!("{v:+.1} B"),
+            Unit::Ms if v < 10.0 => format!("{v:.2} ms"),
+            Unit::Ms => format!("{v:.0} ms"),
+            Unit::Bytes => format!("{v:+.1} B").replace(".0 B", " B"),
             Unit::Us => format!("{v:+.2} µs"),
         }
     }
@@ -34,17 +32,10 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn met(self, v: f64) -> bool {
+    fn met(self, v: f64) -> bool {
         match self {
             Target::AtMost(t) => v <= t,
             Target::AtLeast(t) => v >= t,
-        }
-    }
-
-    fn show(self, unit: Unit) -> String {
-        match self {
-            Target::AtMost(t) => format!("≤ {}", unit.show(t)),
-            Target::AtLeast(t) => format!("≥ {}", unit.show(t)),
         }
     }
 }
@@ -60,14 +51,25 @@ struct Row {
 }
 
 impl Row {
-    fn cell(&self, server: usize) -> String {
-        match (self.values.get(server).copied().flatten(), self.target) {
+    fn cells(&self, servers: usize) -> Vec<String> {
+        let (unit, values) = (self.unit, &self.values);
+        let target = match self.target {
+            Some(Target::AtMost(t)) => format!("≤ {}", unit.show(t)),
+            Some(Target::AtLeast(t)) => format!("≥ {}", unit.show(t)),
+            None => "—".into(),
+        };
+        let cell = |s: usize| match (values.get(s).copied().flatten(), self.target) {
             (None, _) => "—".into(),
             (Some(v), _) if v.is_nan() => "n/a (failed, see notes)".into(),
-            (Some(v), Some(t)) if t.met(v) => format!("{} met", self.unit.show(v)),
-            (Some(v), Some(_)) => format!("{} **MISSED**", self.unit.show(v)),
-            (Some(v), None) => self.unit.show(v),
-        }
+            (Some(v), Some(t)) if t.met(v) => format!("{} met", unit.show(v)),
+            (Some(v), Some(_)) => format!("{} **MISSED**", unit.show(v)),
+            (Some(v), None) => unit.show(v),
+        };
+        let cells = (0..servers).map(cell);
+        [self.id.clone(), self.what.clone(), target]
+            .into_iter()
+            .chain(cells)
+            .collect()
     }
 }
 
@@ -89,31 +91,35 @@ pub struct Report {
 }
 
 impl Report {
-    fn current(&self) -> String {
-        self.servers.last().cloned().unwrap_or_default()
+    fn current(&self) -> &str {
+        self.servers.last().map_or("", String::as_str)
     }
 
     /// Records the current server's figure of row `id` (created on first use;
     /// rows keep the order in which they first appear). NaN: the run failed.
     pub fn figure(&mut self, id: &str, what: &str, unit: Unit, target: Option<Target>, v: f64) {
-        if !self.rows.iter().any(|r| r.id == id) {
-            let (id, what, values) = (id.into(), what.into(), Vec::new());
-            self.rows.push(Row {
-                id,
-                what,
-                unit,
-                target,
-                values,
+        let i = self
+            .rows
+            .iter()
+            .position(|r| r.id == id)
+            .unwrap_or_else(|| {
+                let (id, what, values) = (id.into(), what.into(), Vec::new());
+                self.rows.push(Row {
+                    id,
+                    what,
+                    unit,
+                    target,
+                    values,
+                });
+                self.rows.len() - 1
             });
-        }
-        let server = self.servers.len() - 1;
-        let row = self.rows.iter_mut().find(|r| r.id == id).expect("row");
-        row.values.resize(server + 1, None);
-        row.values[server] = Some(v);
+        let (values, server) = (&mut self.rows[i].values, self.servers.len() - 1);
+        values.resize(server + 1, None);
+        values[server] = Some(v);
     }
 
     /// Two rows, p50 and p99 (ids `ids`), of a latency measured on the
-    /// current server, with a target in ms for each (`None`: no target).
+    /// current server, each with a target in ms or none; `None`: it failed.
     pub fn latency(
         &mut self,
         ids: [&str; 2],
@@ -121,7 +127,7 @@ impl Report {
         targets: [Option<f64>; 2],
         l: Option<Latency>,
     ) {
-        let l = l.unwrap_or(Latency::FAILED);
+        let l = l.unwrap_or_else(|| Latency::from_ms(&[]));
         for ((id, p, v), t) in [(ids[0], "p50", l.p50), (ids[1], "p99", l.p99)]
             .into_iter()
             .zip(targets)
@@ -141,17 +147,13 @@ impl Report {
     /// written the same way, on first use).
     pub fn detail(&mut self, title: &str, header: &str, row: String) {
         eprintln!("  {row}");
-        if !self.details.iter().any(|d| d.0 == title) {
-            self.details
-                .push((title.into(), format!("server | {header}"), Vec::new()));
-        }
         let row = format!("{} | {row}", self.current());
-        self.details
-            .iter_mut()
-            .find(|d| d.0 == title)
-            .expect("table")
-            .2
-            .push(row);
+        match self.details.iter_mut().find(|d| d.0 == title) {
+            Some(table) => table.2.push(row),
+            None => self
+                .details
+                .push((title.into(), format!("server | {header}"), vec![row])),
+        }
     }
 
     pub fn note(&mut self, note: String) {
@@ -161,32 +163,22 @@ impl Report {
 
     /// Every figure on every server, marked met or missed, and the tally.
     pub fn summary(&self) -> String {
-        let header = [
-            vec!["#".into(), "figure".into(), "target".into()],
-            self.servers.clone(),
-        ]
-        .concat();
-        let rows: Vec<Vec<String>> = self
+        let header = ["#", "figure", "target"].map(String::from);
+        let header = [&header[..], &self.servers].concat();
+        let rows: Vec<_> = self
             .rows
             .iter()
-            .map(|r| {
-                let target = r.target.map_or("—".into(), |t| t.show(r.unit));
-                let cells = (0..self.servers.len()).map(|s| r.cell(s));
-                [r.id.clone(), r.what.clone(), target]
-                    .into_iter()
-                    .chain(cells)
-                    .collect()
-            })
+            .map(|r| r.cells(self.servers.len()))
             .collect();
         let verdicts = self
             .rows
             .iter()
-            .filter_map(|r| Some((r.target?, r)))
-            .flat_map(|(t, r)| r.values.iter().flatten().map(move |v| t.met(*v)));
-        let (met, missed) = verdicts.fold(
-            (0, 0),
-            |(m, x), ok| if ok { (m + 1, x) } else { (m, x + 1) },
-        );
+            .filter_map(|r| Some((r.target?, &r.values)));
+        let verdicts: Vec<bool> = verdicts
+            .flat_map(|(t, v)| v.iter().flatten().map(move |v| t.met(*v)))
+            .collect();
+        let met = verdicts.iter().filter(|m| **m).count();
+        let missed = verdicts.len() - met;
         format!(
             "{}\nTargets: {met} met, {missed} not met.\n",
             table(&header, &rows)
@@ -199,8 +191,8 @@ impl Report {
         if !self.notes.is_empty() {
             out += &format!("\nNotes:\n- {}\n", self.notes.join("\n- "));
         }
+        let split = |r: &String| r.split(" | ").map(String::from).collect::<Vec<_>>();
         for (title, header, rows) in &self.details {
-            let split = |r: &String| r.split(" | ").map(String::from).collect::<Vec<_>>();
             let rows: Vec<_> = rows.iter().map(split).collect();
             out += &format!("\n### {title}\n\n{}", table(&split(header), &rows));
         }
@@ -220,22 +212,16 @@ mod tests {
         r.latency(["4a", "4b"], "hand-off", [Some(1.0), None], None);
         r.servers.push("B".into());
         r.figure("1", "x ÷ y", Unit::Ratio, Some(Target::AtMost(1.0)), 0.5);
-        r.figure("2", "bytes", Unit::Bytes, None, 8.0);
+        r.figure("2", "bytes", Unit::Bytes, Some(Target::AtLeast(9.0)), 8.0);
         r.detail("D", "k | l", "v | w".into());
         let md = r.markdown();
-        assert!(
-            md.contains("| 1 | x ÷ y | ≤ 1.00× | 1.25× **MISSED** | 0.50× met |"),
-            "{md}"
-        );
-        assert!(md.contains("| 2 | bytes | — | — | +8 B |"), "{md}");
-        assert!(
-            md.contains("| 4a | hand-off, p50 | ≤ 1.00 ms | n/a (failed, see notes) | — |"),
-            "{md}"
-        );
-        assert!(md.contains("Targets: 1 met, 2 not met."), "{md}");
-        assert!(
-            md.contains("| server | k | l |\n|---|---|---|\n| B | v | w |"),
-            "{md}"
-        );
+        let has = |s: &str| assert!(md.contains(s), "{s:?} in\n{md}");
+        has("| 1 | x ÷ y | ≤ 1.00× | 1.25× **MISSED** | 0.50× met |");
+        has("| 2 | bytes | ≥ +9 B | — | +8 B **MISSED** |");
+        assert_eq!(Unit::Ms.show(0.123), "0.12 ms");
+        has("| 4a | hand-off, p50 | ≤ 1.00 ms | n/a (failed, see notes) | — |");
+        has("| 4b | hand-off, p99 | — | n/a (failed, see notes) | — |");
+        has("Targets: 1 met, 3 not met.");
+        has("| server | k | l |\n|---|---|---|\n| B | v | w |");
     }
 }

@@ -6,14 +6,14 @@ use crate::redis_io::{connect, hold, Delta};
 use crate::report::{Report, Target, Unit};
 use crate::stats::{median, thousands};
 use crate::Plan;
+use testkit::Server;
 
 /// Keys that the churn runs on, on both servers.
 const CHURN_KEYS: u64 = 1000;
 const CALLS: u64 = 300_000;
 
-/// `servers`: (port, url) of one holding the bulk-loaded locks and of one
-/// holding nothing else.
-pub fn scale(report: &mut Report, servers: [(u16, String); 2], plan: &Plan) {
+/// `servers`: one holding the bulk-loaded locks, one holding nothing else.
+pub fn scale(report: &mut Report, servers: [&Server; 2], plan: &Plan) {
     // A random token per call, and DEL running alongside: an ACQUIRE (or
     // SET NX) is a fresh grant when the key was just deleted, a refusal
     // otherwise; the same mix on both servers, and nothing expires.
@@ -25,7 +25,7 @@ pub fn scale(report: &mut Report, servers: [(u16, String); 2], plan: &Plan) {
         "SET setchurn:__rand_int__ tok:__rand_int__ NX PX 600000",
         "DEL setchurn:__rand_int__",
     ];
-    let mut conns = servers.each_ref().map(|(_, url)| connect(url));
+    let mut conns = servers.map(|s| connect(&s.url()));
     for c in &mut conns {
         hold(c, true, "churn:", CHURN_KEYS, 600_000);
         hold(c, false, "setchurn:", CHURN_KEYS, 600_000);
@@ -36,14 +36,14 @@ pub fn scale(report: &mut Report, servers: [(u16, String); 2], plan: &Plan) {
     );
     // Per round: µs per call the big database adds to ACQUIRE, and to SET.
     let mut added = [Vec::new(), Vec::new()];
-    for round in 1..=plan.scale_rounds {
+    for round in 1..=plan.rounds + 2 {
         for (cmd, pair) in [("lock.acquire", acquire), ("set", set)] {
             // One server at a time: two busy servers on a small machine
             // preempt each other inside commands, which swamps the
             // difference sought. Which goes first alternates.
             let mut us = [0.0; 2];
             for i in if round % 2 == 0 { [1, 0] } else { [0, 1] } {
-                let port = servers[i].0;
+                let port = servers[i].port();
                 us[i] = Delta::of(&mut conns[i], |c| {
                     run_together(c, port, &pair, CALLS, CHURN_KEYS)
                 })

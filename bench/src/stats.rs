@@ -1,28 +1,21 @@
-//! Medians, percentiles, latency summaries and number formatting.
+//! Percentiles, latency summaries and number formatting.
 
 use std::time::Instant;
 
-/// Median of `v` (mean of the middle two for an even count); NaN when empty.
-pub fn median(v: &[f64]) -> f64 {
+/// Nearest-rank percentile (`q` in 0..=1) of `v`; NaN when empty.
+pub fn percentile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
+    let rank = (q * s.len() as f64).ceil() as usize;
+    s.get(rank.max(1) - 1).copied().unwrap_or(f64::NAN)
 }
 
-/// Nearest-rank percentile (`q` in 0..=1) of sorted `s`; NaN when empty.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// The middle value (of an even count, the lower of the middle two).
+pub fn median(v: &[f64]) -> f64 {
+    percentile(v, 0.5)
 }
 
-/// Latency summary in milliseconds.
+/// Latency summary in milliseconds; NaN figures when there are no samples.
 #[derive(Clone, Copy, Debug)]
 pub struct Latency {
     pub p50: f64,
@@ -32,19 +25,12 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub const FAILED: Latency = Latency {
-        p50: f64::NAN,
-        p99: f64::NAN,
-        max: f64::NAN,
-        samples: 0,
-    };
-
-    pub fn from_ms(mut v: Vec<f64>) -> Latency {
-        v.sort_by(f64::total_cmp);
+    pub fn from_ms(v: &[f64]) -> Latency {
+        let (p50, p99, max) = (percentile(v, 0.5), percentile(v, 0.99), percentile(v, 1.0));
         Latency {
-            p50: percentile(&v, 0.50),
-            p99: percentile(&v, 0.99),
-            max: v.last().copied().unwrap_or(f64::NAN),
+            p50,
+            p99,
+            max,
             samples: v.len(),
         }
     }
@@ -59,16 +45,7 @@ pub fn time_each(n: usize, mut op: impl FnMut() -> Result<(), String>) -> Result
         op()?;
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(Latency::from_ms(v))
-}
-
-/// A latency in ms with sensible precision.
-pub fn ms(v: f64) -> String {
-    match v {
-        v if v.is_nan() => "n/a".into(),
-        v if v < 10.0 => format!("{v:.2} ms"),
-        v => format!("{v:.0} ms"),
-    }
+    Ok(Latency::from_ms(&v))
 }
 
 /// 1234567 -> "1,234,567".
@@ -91,11 +68,11 @@ mod tests {
     #[test]
     fn statistics() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile(&v, 0.5), 50.0);
         assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(Latency::from_ms(&v).max, 100.0);
         assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(ms(0.123), "0.12 ms");
     }
 }

@@ -13,15 +13,35 @@ pub enum Unit {
 }
 
 impl Unit {
-    pub fn show(self, v: f64) -> String {
+    /// Decimals `v` is shown with.
+    fn decimals(self, v: f64) -> usize {
+        match self {
+            Unit::Ms if v >= 10.0 => 0,
+            Unit::Bytes if v.fract() == 0.0 => 0,
+            Unit::Bytes => 1,
+            _ => 2,
+        }
+    }
+
+    fn format(self, v: f64, d: usize) -> String {
         match self {
             _ if v.is_nan() => "n/a".into(),
-            Unit::Ratio => format!("{v:.2}×"),
-            Unit::Ms if v < 10.0 => format!("{v:.2} ms"),
-            Unit::Ms => format!("{v:.0} ms"),
-            Unit::Bytes => format!("{v:+.1} B").replace(".0 B", " B"),
-            Unit::Us => format!("{v:+.2} µs"),
+            Unit::Ratio => format!("{v:.d$}×"),
+            Unit::Ms => format!("{v:.d$} ms"),
+            Unit::Bytes => format!("{v:+.d$} B"),
+            Unit::Us => format!("{v:+.d$} µs"),
         }
+    }
+
+    pub fn show(self, v: f64) -> String {
+        self.format(v, self.decimals(v))
+    }
+
+    /// A value that missed target `t`, with the decimals it takes to tell
+    /// them apart (0.998× against ≥ 1.00×, not 1.00×).
+    fn show_against(self, v: f64, t: f64) -> String {
+        let apart = |d: &usize| format!("{v:.d$}") != format!("{t:.d$}");
+        self.format(v, (self.decimals(v)..6).find(apart).unwrap_or(6))
     }
 }
 
@@ -36,6 +56,12 @@ impl Target {
         match self {
             Target::AtMost(t) => v <= t,
             Target::AtLeast(t) => v >= t,
+        }
+    }
+
+    fn value(self) -> f64 {
+        match self {
+            Target::AtMost(t) | Target::AtLeast(t) => t,
         }
     }
 }
@@ -62,7 +88,7 @@ impl Row {
             (None, _) => "—".into(),
             (Some(v), _) if v.is_nan() => "n/a (failed, see notes)".into(),
             (Some(v), Some(t)) if t.met(v) => format!("{} met", unit.show(v)),
-            (Some(v), Some(_)) => format!("{} **MISSED**", unit.show(v)),
+            (Some(v), Some(t)) => format!("{} **MISSED**", unit.show_against(v, t.value())),
             (Some(v), None) => unit.show(v),
         };
         let cells = (0..servers).map(cell);
@@ -213,6 +239,8 @@ mod tests {
         r.servers.push("B".into());
         r.figure("1", "x ÷ y", Unit::Ratio, Some(Target::AtMost(1.0)), 0.5);
         r.figure("2", "bytes", Unit::Bytes, Some(Target::AtLeast(9.0)), 8.0);
+        r.figure("3", "ratio", Unit::Ratio, Some(Target::AtLeast(1.0)), 0.998);
+        r.figure("6", "bytes", Unit::Bytes, Some(Target::AtMost(16.0)), 16.04);
         r.detail("D", "k | l", "v | w".into());
         let md = r.markdown();
         let has = |s: &str| assert!(md.contains(s), "{s:?} in\n{md}");
@@ -221,7 +249,9 @@ mod tests {
         assert_eq!(Unit::Ms.show(0.123), "0.12 ms");
         has("| 4a | hand-off, p50 | ≤ 1.00 ms | n/a (failed, see notes) | — |");
         has("| 4b | hand-off, p99 | — | n/a (failed, see notes) | — |");
-        has("Targets: 1 met, 3 not met.");
+        has("| 3 | ratio | ≥ 1.00× | — | 0.998× **MISSED** |");
+        has("| 6 | bytes | ≤ +16 B | — | +16.04 B **MISSED** |");
+        has("Targets: 1 met, 5 not met.");
         has("| server | k | l |\n|---|---|---|\n| B | v | w |");
     }
 }

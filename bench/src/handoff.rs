@@ -178,20 +178,21 @@ fn contend(
 
 /// Expiry hand-off: a holder takes the lock for a random 10–110 ms and never
 /// releases it; one waiter waits. A sample is the time from the lock's
-/// deadline (`PEXPIRETIME`, whole ms) to the waiter's grant. 4 keys at once.
+/// deadline (`PEXPIRETIME`, whole ms) to the waiter's grant. 8 keys at once,
+/// half the samples of a release run in three times its time.
 fn expiry_run(url: &str, poll: Poll, plan: &Plan) -> Result<Latency, String> {
-    let (sh, end) = (Shared::default(), Instant::now() + plan.run_time);
+    let (sh, end) = (Shared::default(), Instant::now() + plan.run_time * 3);
     let now_ms = || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     thread::scope(|s| {
-        for p in 0..4 {
+        for p in 0..8 {
             let (sh, key) = (&sh, format!("bench:expiry:{p}"));
             let (mut holder, mut waiter) = (connect(url), connect(url));
             s.spawn(move || {
-                while Instant::now() < end && sh.samples() < plan.samples / 8 && !sh.stopped() {
+                while Instant::now() < end && sh.samples() < plan.samples / 2 && !sh.stopped() {
                     // The module's waiter waits on a module lock, a poller on a SET NX PX key.
                     let ttl = rand::rng().random_range(10..110);
                     let token = redis_fenced_lock::new_token("");

@@ -32,8 +32,8 @@ pub struct Plan {
     pub cycle_time: Duration,
     /// 100 ms time slices per contender in the round-trip measurement.
     pub slices: usize,
-    /// Samples of a latency row or a release hand-off run (an expiry run
-    /// takes an eighth), and the longest time such a run may take.
+    /// Samples of a latency row or a release hand-off run, and the longest
+    /// time such a run may take (an expiry run: half, in three times that).
     pub samples: usize,
     pub run_time: Duration,
     pub fairness_time: Duration,

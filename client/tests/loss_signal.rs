@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -51,39 +50,6 @@ fn assert_reported_before(lost: &LossSignal, deadline: Instant) -> LossReason {
     reason
 }
 
-fn server_pid(server: &Server) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut server.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-/// SIGSTOPs the server until dropped.
-struct Stopped(String);
-
-impl Stopped {
-    fn new(server: &Server) -> Self {
-        let pid = server_pid(server);
-        assert!(Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success());
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
-    }
-}
-
 #[test]
 fn sync_reports_before_the_deadline_when_the_server_stops() {
     let server = Server::start();
@@ -92,7 +58,7 @@ fn sync_reports_before_the_deadline_when_the_server_stops() {
     let lost = guard.loss_signal().unwrap();
     std::thread::sleep(TTL / 2); // a renewal or so
     let deadline = server_deadline(&server, &guard.token().unwrap());
-    let stopped = Stopped::new(&server);
+    let stopped = server.stop();
     let reason = assert_reported_before(&lost, deadline);
     assert!(matches!(reason, LossReason::Unreachable(_)), "{reason:?}");
     assert!(guard.is_lost());
@@ -112,7 +78,7 @@ fn async_reports_before_the_deadline_when_the_server_stops() {
         tokio::time::sleep(TTL / 2).await;
         let token = String::from_utf8(guard.token().to_vec()).unwrap();
         let deadline = server_deadline(&server, &token);
-        let _stopped = Stopped::new(&server);
+        let _stopped = server.stop();
         let at = tokio::time::timeout(TTL * 3, lost.lost())
             .await
             .map(|_| Instant::now())

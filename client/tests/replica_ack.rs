@@ -8,7 +8,6 @@
 //! Timeouts are wide (5 s to acknowledge; 300 ms where the replica is
 //! stopped) and no latency is asserted.
 
-use std::process::Command;
 use std::time::Duration;
 
 use redis::Connection;
@@ -42,27 +41,6 @@ fn master_and_replica() -> (Server, Server) {
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(30_000).query(&mut m).unwrap();
     assert_eq!(acked, 1);
     (master, replica)
-}
-
-/// SIGSTOPs a server until dropped: it keeps its sockets, answers nothing.
-struct Stopped(String);
-
-impl Stopped {
-    fn new(server: &Server) -> Self {
-        let pid = server.pid().expect("pid").to_string();
-        assert!(Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success());
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
-    }
 }
 
 fn exists(c: &mut Connection, key: &str) -> bool {
@@ -120,7 +98,7 @@ fn sync_acknowledged_lock_is_on_the_replica_at_once() {
 fn sync_unacknowledged_lock_fails_and_is_released() {
     let (master, replica) = master_and_replica();
     let mut m = master.conn();
-    let stopped = Stopped::new(&replica);
+    let stopped = replica.stop();
     let mut locker = Locker::new(master.conn(), "ack:stopped", options(STOPPED_ACK));
     let err = locker.lock();
     let msg = format!("{:?}", err.as_ref().map_err(ToString::to_string));
@@ -148,7 +126,7 @@ fn sync_unacknowledged_renewal_and_release_report_it() {
     let mut locker = Locker::new(master.conn(), "ack:renew", options(BOTH_ACK));
     assert!(locker.lock().unwrap());
     let token = locker.token().unwrap().as_bytes().to_vec();
-    let _stopped = Stopped::new(&replica);
+    let _stopped = replica.stop();
     assert_not_acked(locker.lock(), AckStep::Renew);
     // Still ours on the master.
     assert!(locker.is_locked());
@@ -166,7 +144,7 @@ fn sync_watchdog_counts_unacknowledged_renewals_as_failed() {
     };
     let mut locker = Locker::new(master.conn(), "ack:watchdog", o);
     let guard = locker.guard_with_watchdog(master.conn()).unwrap();
-    let _stopped = Stopped::new(&replica);
+    let _stopped = replica.stop();
     // Every renewal works on the master, none is acknowledged: the loss is
     // reported although the master still extends the lock.
     let reason = wait_for(Duration::from_secs(40), "loss reported", || guard.loss());
@@ -206,7 +184,7 @@ fn async_locker_acknowledges_on_a_wait_connection_only() {
         let mut locker = AsyncLocker::new(conn.clone(), "ack:async", options(BOTH_ACK))
             .with_wait_connections(waits.clone());
         assert!(locker.lock().await.unwrap());
-        let stopped = Stopped::new(&replica);
+        let stopped = replica.stop();
         assert_not_acked(locker.lock().await, AckStep::Renew);
         assert!(locker.is_locked());
         assert_not_acked(locker.unlock().await, AckStep::Release);
@@ -246,7 +224,7 @@ fn lock_client_acknowledged_obtain_refresh_release() {
 
         let short = ObtainOptions::new().replica_ack(ReplicaAck::replicas(1, BOTH_ACK));
         let mut lock = locks.obtain("ack:client", ttl, &short).await.unwrap();
-        let stopped = Stopped::new(&replica);
+        let stopped = replica.stop();
         assert_not_acked(lock.refresh(ttl).await, AckStep::Renew);
         assert!(holds(&mut m, "ack:client", lock.token()));
         assert_not_acked(lock.release().await, AckStep::Release);
@@ -337,7 +315,7 @@ fn async_watchdog_counts_unacknowledged_renewals_as_failed() {
             .await
             .unwrap();
         let guard = lock.guard_with_watchdog();
-        let _stopped = Stopped::new(&replica);
+        let _stopped = replica.stop();
         let lost = guard.loss_signal().unwrap();
         let reason = tokio::time::timeout(Duration::from_secs(40), lost.lost())
             .await

@@ -284,12 +284,31 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGSTOPs the server until the guard is dropped: it keeps its
+    /// sockets and answers nothing, as a stalled or paused host would.
+    pub fn stop(&self) -> Stopped {
+        let pid = self.pid().expect("the server runs").to_string();
+        let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+        assert!(stopped.is_ok_and(|s| s.success()), "kill -STOP {pid}");
+        Stopped(pid)
+    }
+
     /// Lines of the log, for assertions on what the server said.
     pub fn log_lines(&self) -> Vec<String> {
         match std::fs::File::open(self.dir.path().join("server.log")) {
             Ok(f) => BufReader::new(f).lines().map_while(Result::ok).collect(),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// A server stopped by [`Server::stop`]; dropping it resumes the server.
+#[must_use = "the server resumes when this is dropped"]
+pub struct Stopped(String);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
     }
 }
 
